@@ -1,0 +1,17 @@
+"""tfcv: honest cross-validation and TF Serving export for Keras 3."""
+
+__version__ = "0.1.0"
+
+from tfcv import callbacks, datasets, layers, models  # noqa: E402
+from tfcv.crossval import CrossValidator, CVResult  # noqa: E402
+from tfcv.folds import FoldPlan  # noqa: E402
+
+__all__ = [
+    "CVResult",
+    "CrossValidator",
+    "FoldPlan",
+    "callbacks",
+    "datasets",
+    "layers",
+    "models",
+]

@@ -1,0 +1,892 @@
+"""CrossValidator and CVResult: the cross-validation training loop."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcv import _atomic
+from tfcv.callbacks import FoldCallback, FoldProgress
+from tfcv.folds import FoldPlan, check_folds, class_labels, data_fingerprint, is_classification_target
+
+__all__ = ["CrossValidator", "CVResult"]
+
+_TASKS = ("auto", "classification", "regression")
+_MANIFEST = "manifest.json"
+_PLAN = "plan.json"
+_RESULT = "result.json"
+_OOF = "oof_predictions.npy"
+
+
+def fold_seeds(seed: int, n_folds: int) -> list[int]:
+    """Independent per-fold seeds derived from one seed (stable across runs)."""
+    return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(n_folds)]
+
+
+class CrossValidator:
+    """K-fold cross-validation of Keras models, one fresh model per fold.
+
+    Args:
+        build_fn: Callable with no arguments that returns a fresh, compiled
+            `keras.Model` (for example `tfcv.ModelBuilder(spec)` or
+            `lambda: tfcv.models.reference_cnn((8, 8, 1), 10)`).
+        folds: An int >= 2 (`StratifiedKFold` with shuffling for class
+            labels, `KFold` with shuffling otherwise), any scikit-learn
+            splitter, or a `FoldPlan`. Defaults to `5`.
+        seed: `int`. Seeds the fold plan and, through per-fold seeds derived
+            from it, each fold's weights, shuffling and dropout. Defaults
+            to `0`.
+        task: `"auto"`, `"classification"` or `"regression"`. Which
+            scikit-learn metrics are reported. `"auto"` picks
+            classification for integer, boolean or one-hot labels.
+        deterministic: `bool`. Enables TensorFlow op determinism so that two
+            runs with the same seed on CPU give the same scores. This is a
+            process-wide TensorFlow setting. Defaults to `True`.
+
+    Example:
+
+    >>> x, y = tfcv.datasets.load_digits()
+    >>> cv = tfcv.CrossValidator(lambda: tfcv.models.reference_cnn(), folds=5)
+    >>> result = cv.fit(x, y, epochs=10)
+    >>> print(result.summary())
+    """
+
+    def __init__(
+        self,
+        build_fn: Callable[[], keras.Model],
+        folds: Any = 5,
+        *,
+        seed: int = 0,
+        task: str = "auto",
+        deterministic: bool = True,
+    ):
+        if not callable(build_fn):
+            raise TypeError(
+                f"Invalid value for argument `build_fn`. Received: build_fn={build_fn!r}. "
+                "Expected a callable that returns a fresh compiled keras.Model."
+            )
+        if isinstance(folds, bool) or (isinstance(folds, int) and folds < 2):
+            raise ValueError(
+                f"Invalid value for argument `folds`. Received: folds={folds}. "
+                "Expected an int >= 2, a scikit-learn splitter or a FoldPlan."
+            )
+        if not isinstance(folds, (int, FoldPlan)) and not hasattr(folds, "split"):
+            raise TypeError(
+                f"Invalid value for argument `folds`. Received: folds={folds!r} of type "
+                f"{type(folds).__name__}. Expected an int >= 2, a scikit-learn splitter or a FoldPlan."
+            )
+        if task not in _TASKS:
+            raise ValueError(f"Invalid value for argument `task`. Received: task={task!r}. Expected one of {_TASKS}.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int.")
+        self.build_fn = build_fn
+        self.folds = folds
+        self.seed = int(seed)
+        self.task = task
+        self.deterministic = bool(deterministic)
+
+    def __repr__(self) -> str:
+        return (
+            f"CrossValidator(build_fn={getattr(self.build_fn, '__name__', self.build_fn)!r}, "
+            f"folds={self.folds!r}, seed={self.seed}, task={self.task!r})"
+        )
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        run_dir: str | os.PathLike | None = None,
+        verbose: str | int = "auto",
+        groups: Any = None,
+    ) -> CVResult:
+        """Trains and scores one fresh model per fold.
+
+        Every fold builds a new model with `build_fn`, seeded with a per-fold
+        seed derived from `seed`, adapts its data-dependent preprocessing
+        layers (`keras.layers.Normalization`, `Discretization`) on the fold's
+        training split only, trains on the training split while validating on
+        the held-out split, then scores and predicts the held-out split.
+
+        Args:
+            x: Array of samples.
+            y: Array of targets (class labels or regression values).
+            epochs: `int`. Epochs per fold.
+            batch_size: `int`. Defaults to `32`.
+            callbacks: Keras callbacks. `FoldCallback`s also get the fold
+                hooks; the state of plain Keras callbacks (EarlyStopping's
+                counters, ...) is reset before every fold.
+            run_dir: Directory that makes the run resumable: every finished
+                fold is written there atomically as it ends and the running
+                fold is backed up each epoch. Calling `fit` again with the
+                same arguments skips finished folds and resumes the
+                unfinished one. Defaults to `None` (nothing written).
+            verbose: `"auto"` or `1` (one progress display across folds,
+                redrawn on a terminal), `2` (one line per epoch) or `0`
+                (silent). Defaults to `"auto"`.
+            groups: Group labels for group splitters such as `GroupKFold`.
+
+        Returns:
+            A `CVResult`.
+        """
+        epochs = _positive_int("epochs", epochs)
+        batch_size = _positive_int("batch_size", batch_size)
+        if verbose not in ("auto", 0, 1, 2):
+            raise ValueError(f"Invalid value for argument `verbose`. Received: verbose={verbose!r}. Expected 'auto', 0, 1 or 2.")
+        if x is None:
+            raise ValueError("Invalid value for argument `x`. Received: x=None. Expected an array of samples.")
+        x = np.asarray(x)
+        y = None if y is None else np.asarray(y)
+        if y is None:
+            raise ValueError("Invalid value for argument `y`. Received: y=None. Expected an array of targets.")
+        _check_finite(x)
+        plan = check_folds(self.folds, x, y, groups, seed=self.seed)
+        if not plan.uses_indices:
+            raise ValueError(
+                f"The FoldPlan holds split strings ({plan.folds[0][1]!r}), which index a TFDS dataset, "
+                "not the arrays given as `x` and `y`. Use a plan made by FoldPlan.from_splitter."
+            )
+        task = self._resolve_task(y)
+        if self.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+
+        seeds = fold_seeds(self.seed, len(plan))
+        check_model = self._build(seeds[0])
+        config = {
+            "seed": self.seed,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "task": task,
+            "data": data_fingerprint(x, y),
+            "model": model_fingerprint(check_model),
+        }
+        del check_model
+        store = _RunStore(run_dir) if run_dir is not None else None
+        finished: dict[int, _FoldOutcome] = {}
+        if store is not None:
+            store.prepare(config, plan)
+            finished = store.load_finished(len(plan))
+
+        fold_cbs, plain_cbs = _split_callbacks(callbacks, verbose)
+        snapshots = [_snapshot(cb) for cb in plain_cbs]
+        for cb in fold_cbs:
+            cb.num_folds = len(plan)
+        _call(fold_cbs, "on_cv_begin", {"num_folds": len(plan), "epochs": epochs, "finished_folds": sorted(finished)})
+
+        outcomes: list[_FoldOutcome] = []
+        for k, (train_idx, val_idx) in enumerate(plan.folds):
+            for cb in fold_cbs:
+                cb.fold = k
+            if k in finished:
+                outcome = finished[k]
+                _call(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": True})
+            else:
+                for cb, snapshot in zip(plain_cbs, snapshots):
+                    _restore(cb, snapshot)
+                outcome = self._fit_fold(
+                    k, seeds[k], x, y, train_idx, val_idx, task,
+                    epochs=epochs, batch_size=batch_size, callbacks=fold_cbs + plain_cbs,
+                    backup_dir=None if store is None else store.backup_dir(k),
+                )
+                if store is not None:
+                    store.save_fold(k, outcome)
+                _call(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": False})
+            outcomes.append(outcome)
+
+        result = CVResult._from_outcomes(outcomes, plan, task, n_samples=len(x), info={**config, "seeds": seeds})
+        if store is not None:
+            store.finish(result)
+        _call(fold_cbs, "on_cv_end", {name: result.mean(name) for name in result.scores})
+        return result
+
+    def _resolve_task(self, y) -> str:
+        if self.task != "auto":
+            return self.task
+        return "classification" if is_classification_target(y) else "regression"
+
+    def _build(self, seed: int) -> keras.Model:
+        keras.utils.set_random_seed(seed)
+        model = self.build_fn()
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`build_fn` must return a keras.Model. Received: {model!r} of type {type(model).__name__}."
+            )
+        if not getattr(model, "compiled", False) or model.optimizer is None:
+            raise ValueError(
+                f"`build_fn` returned an uncompiled model ({model.name!r}). Expected a compiled "
+                "keras.Model: call `model.compile(optimizer=..., loss=..., metrics=[...])` inside build_fn."
+            )
+        return model
+
+    def _fit_fold(self, k, seed, x, y, train_idx, val_idx, task, *, epochs, batch_size, callbacks, backup_dir):
+        model = self._build(seed)
+        x_train, y_train = x[train_idx], y[train_idx]
+        x_val, y_val = x[val_idx], y[val_idx]
+        adapt_preprocessing(model, x_train, batch_size=max(batch_size, 256))
+
+        keras_callbacks = list(callbacks)
+        initial_epoch = 0
+        previous_logs: list[dict] = []
+        if backup_dir is not None:
+            epoch_log = _EpochLog(os.path.join(backup_dir, "epochs.json"))
+            initial_epoch = _backed_up_epoch(backup_dir)
+            previous_logs = epoch_log.read(initial_epoch)
+            epoch_log.logs = list(previous_logs)
+            # The epoch log goes before BackupAndRestore: a crash between the
+            # two leaves one logged epoch too many, which the resume trims.
+            keras_callbacks = [epoch_log, keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)] + keras_callbacks
+
+        fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
+        for cb in fold_cbs:
+            cb.set_model(model)
+        _call(fold_cbs, "on_fold_begin", k, {
+            "seed": seed, "n_train": len(train_idx), "n_val": len(val_idx), "initial_epoch": initial_epoch,
+        })
+        start = time.monotonic()
+        history = model.fit(
+            x_train, y_train,
+            validation_data=(x_val, y_val),
+            epochs=epochs,
+            batch_size=batch_size,
+            callbacks=keras_callbacks,
+            verbose=0,
+            shuffle=True,
+        )
+        seconds = time.monotonic() - start
+        merged = _merge_history(previous_logs, history.history)
+        outcome = _score_fold(model, x_val, y_val, task, batch_size=max(batch_size, 256))
+        outcome.history = merged
+        outcome.info = {"fold": k, "seed": seed, "seconds": seconds, "epochs": len(next(iter(merged.values()), [])),
+                        "initial_epoch": initial_epoch}
+        return outcome
+
+
+# --------------------------------------------------------------- one fold
+
+
+class _FoldOutcome:
+    def __init__(self, model, scores, val_predictions, history=None, info=None):
+        self.model = model
+        self.scores = scores
+        self.val_predictions = val_predictions
+        self.history = history or {}
+        self.info = info or {}
+
+
+def _score_fold(model, x_val, y_val, task, *, batch_size) -> _FoldOutcome:
+    compiled = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
+    scores = {name: float(value) for name, value in compiled.items()}
+    predictions = np.asarray(model.predict(x_val, batch_size=batch_size, verbose=0))
+    scores.update(score_predictions(y_val, predictions, task))
+    return _FoldOutcome(model, scores, predictions)
+
+
+def score_predictions(y_true: Any, predictions: Any, task: str) -> dict[str, float]:
+    """scikit-learn metrics of `predictions` against `y_true`.
+
+    Classification: `accuracy`, macro `precision`, `recall` and `f1`.
+    Regression: `mse`, `mae` and `r2`.
+    """
+    from sklearn import metrics
+
+    predictions = np.asarray(predictions)
+    if task == "classification":
+        y_true = class_labels(y_true)
+        y_pred = predicted_classes(predictions)
+        return {
+            "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+            "precision": float(metrics.precision_score(y_true, y_pred, average="macro", zero_division=0)),
+            "recall": float(metrics.recall_score(y_true, y_pred, average="macro", zero_division=0)),
+            "f1": float(metrics.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        }
+    y_true = np.asarray(y_true, dtype="float64").reshape(len(y_true), -1)
+    y_hat = predictions.astype("float64").reshape(len(predictions), -1)
+    return {
+        "mse": float(metrics.mean_squared_error(y_true, y_hat)),
+        "mae": float(metrics.mean_absolute_error(y_true, y_hat)),
+        "r2": float(metrics.r2_score(y_true, y_hat)),
+    }
+
+
+def predicted_classes(predictions: Any) -> np.ndarray:
+    """Class indices from probabilities or logits.
+
+    One output column is a binary classifier: thresholded at 0.5 when the
+    values look like probabilities (all in [0, 1]), at 0 when they are logits.
+    """
+    predictions = np.asarray(predictions)
+    if predictions.ndim == 1 or predictions.shape[-1] == 1:
+        flat = predictions.reshape(len(predictions))
+        threshold = 0.5 if (flat.min(initial=0) >= 0 and flat.max(initial=0) <= 1) else 0.0
+        return (flat > threshold).astype("int64")
+    return predictions.argmax(axis=-1)
+
+
+def adapt_preprocessing(model: keras.Model, x: Any, *, batch_size: int = 256) -> list[str]:
+    """Adapts data-dependent preprocessing layers on `x` only.
+
+    Every `keras.layers.Normalization` without a fixed mean and variance and
+    every `keras.layers.Discretization` without fixed bin boundaries is
+    adapted on what reaches it when `x` is fed to the model (so a
+    `Rescaling` in front of it is taken into account), in graph order and
+    also inside nested models.
+
+    Returns:
+        The names of the adapted layers.
+    """
+    adapted: list[str] = []
+    _adapt_recursive(model, np.asarray(x), batch_size, adapted)
+    return adapted
+
+
+def _needs_adapt(layer) -> bool:
+    if isinstance(layer, keras.layers.Normalization):
+        return layer.input_mean is None
+    if isinstance(layer, keras.layers.Discretization):
+        return getattr(layer, "bin_boundaries", None) is None
+    return False
+
+
+def _contains_adaptable(layer) -> bool:
+    if _needs_adapt(layer):
+        return True
+    return isinstance(layer, keras.Model) and any(_contains_adaptable(inner) for inner in layer.layers)
+
+
+def _adapt_recursive(model, data, batch_size, adapted):
+    for layer in model.layers:
+        if not _contains_adaptable(layer):
+            continue
+        feed = data
+        if layer.input is not model.inputs[0]:
+            probe = keras.Model(model.inputs, layer.input)
+            feed = np.asarray(probe.predict(data, batch_size=batch_size, verbose=0))
+        if _needs_adapt(layer):
+            layer.adapt(feed, batch_size=batch_size) if _accepts_batch_size(layer) else layer.adapt(feed)
+            adapted.append(layer.name)
+        else:
+            _adapt_recursive(layer, feed, batch_size, adapted)
+
+
+def _accepts_batch_size(layer) -> bool:
+    import inspect
+
+    return "batch_size" in inspect.signature(layer.adapt).parameters
+
+
+# ------------------------------------------------------------ callbacks
+
+
+def _split_callbacks(callbacks, verbose):
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, keras.callbacks.Callback):
+            raise TypeError(
+                f"Invalid value in argument `callbacks`. Received: {cb!r} of type {type(cb).__name__}. "
+                "Expected keras.callbacks.Callback instances."
+            )
+    fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
+    plain_cbs = [cb for cb in callbacks if not isinstance(cb, FoldCallback)]
+    if verbose in ("auto", 1, 2) and not any(isinstance(cb, FoldProgress) for cb in fold_cbs):
+        fold_cbs.insert(0, FoldProgress(dynamic=False if verbose == 2 else None))
+    return fold_cbs, plain_cbs
+
+
+_UNSNAPSHOTTED = ("_model", "model")
+
+
+def _snapshot(cb):
+    state = {k: v for k, v in vars(cb).items() if k not in _UNSNAPSHOTTED}
+    try:
+        return copy.deepcopy(state)
+    except Exception as error:  # noqa: BLE001 - any un-copyable state
+        warnings.warn(
+            f"Cannot snapshot the state of callback {type(cb).__name__} ({error}); its state will "
+            "carry over from one fold to the next. Use a FoldCallback to control per-fold state.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _restore(cb, snapshot):
+    if snapshot is not None:
+        vars(cb).update(copy.deepcopy(snapshot))
+
+
+def _call(callbacks, hook, *args):
+    for cb in callbacks:
+        getattr(cb, hook)(*args)
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Appends each epoch's logs to a JSON file, so a resumed fold keeps its
+    full history (Keras' History only sees the epochs after the resume)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.logs: list[dict] = []
+
+    def read(self, n_epochs: int) -> list[dict]:
+        if n_epochs == 0 or not os.path.exists(self.path):
+            return []
+        return _atomic.read_json(self.path)[:n_epochs]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs.append({k: float(v) for k, v in (logs or {}).items()})
+        _atomic.write_json(self.path, self.logs)
+
+
+def _backed_up_epoch(backup_dir) -> int:
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    try:
+        return int(_atomic.read_json(path)["epoch"])
+    except (ValueError, KeyError, json.JSONDecodeError):
+        return 0
+
+
+def _merge_history(previous: list[dict], history: dict) -> dict:
+    merged: dict[str, list[float]] = {}
+    for logs in previous:
+        for name, value in logs.items():
+            merged.setdefault(name, []).append(float(value))
+    for name, values in history.items():
+        merged.setdefault(name, []).extend(float(v) for v in values)
+    return merged
+
+
+# ------------------------------------------------------------- validation
+
+
+def _positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected an int >= 1.")
+    return int(value)
+
+
+def _check_finite(x) -> None:
+    if np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.integer):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
+            kinds = []
+            if np.isnan(x).any():
+                kinds.append("NaN")
+            if np.isinf(x).any():
+                kinds.append("infinite")
+            raise ValueError(
+                f"Invalid value for argument `x`: it holds {' and '.join(kinds)} values in "
+                f"{len(rows)} samples (first rows: {rows[:5].tolist()}). Expected finite numbers; "
+                "impute or drop those samples first."
+            )
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """A digest of a model's architecture and compile settings, independent
+    of the auto-generated layer names Keras assigns."""
+    import hashlib
+
+    def scrub(obj):
+        if isinstance(obj, dict):
+            return {k: scrub(v) for k, v in sorted(obj.items()) if k not in ("name", "seed")}
+        if isinstance(obj, (list, tuple)):
+            return [scrub(v) for v in obj]
+        return obj
+
+    parts = []
+    for layer in _all_layers(model):
+        try:
+            config = layer.get_config()
+        except NotImplementedError:
+            config = {}
+        parts.append([type(layer).__name__, scrub(config)])
+    parts.append([[list(w.shape), str(w.dtype)] for w in model.weights])
+    try:
+        parts.append(scrub(model.get_compile_config()))
+    except Exception:  # noqa: BLE001 - custom compile settings may not serialize
+        pass
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+# ------------------------------------------------------------- run dir
+
+
+class _RunStore:
+    """The on-disk layout of a run directory.
+
+    run_dir/manifest.json            what the run is (data, model, settings)
+    run_dir/plan.json                the FoldPlan
+    run_dir/fold_<k>/                a finished fold, published atomically
+    run_dir/.backup/fold_<k>/        the running fold's per-epoch backup
+    run_dir/result.json, oof_predictions.npy   written when all folds end
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir = os.path.abspath(os.fspath(run_dir))
+
+    def backup_dir(self, k) -> str:
+        return os.path.join(self.run_dir, ".backup", f"fold_{k}")
+
+    def prepare(self, config: dict, plan: FoldPlan) -> None:
+        os.makedirs(self.run_dir, exist_ok=True)
+        _atomic.remove_leftovers(self.run_dir)
+        manifest_path = os.path.join(self.run_dir, _MANIFEST)
+        plan_path = os.path.join(self.run_dir, _PLAN)
+        if os.path.exists(manifest_path):
+            stored = _atomic.read_json(manifest_path)
+            differences = [
+                _describe_difference(key, stored.get(key), value)
+                for key, value in config.items()
+                if _normalize_json(stored.get(key)) != _normalize_json(value)
+            ]
+            if os.path.exists(plan_path) and FoldPlan.load(plan_path) != plan:
+                differences.append("the fold plan differs from the one stored")
+            if differences:
+                raise ValueError(
+                    f"Run directory {self.run_dir!r} holds a different run: "
+                    + "; ".join(differences)
+                    + ". Refusing to mix results: use a new run_dir, or delete this one to start over."
+                )
+        else:
+            from tfcv import __version__
+
+            _atomic.write_json(manifest_path, {**config, "tfcv_version": __version__})
+        if not os.path.exists(plan_path):
+            plan.save(plan_path)
+
+    def load_finished(self, n_folds) -> dict[int, _FoldOutcome]:
+        finished = {}
+        for k in range(n_folds):
+            fold_dir = os.path.join(self.run_dir, f"fold_{k}")
+            if os.path.isdir(fold_dir):
+                finished[k] = _load_fold(fold_dir)
+        return finished
+
+    def save_fold(self, k, outcome: _FoldOutcome) -> None:
+        _save_fold(os.path.join(self.run_dir, f"fold_{k}"), outcome)
+        import shutil
+
+        shutil.rmtree(self.backup_dir(k), ignore_errors=True)
+
+    def finish(self, result: CVResult) -> None:
+        result._write_summary(self.run_dir)
+
+
+def _describe_difference(key, stored, received) -> str:
+    if key == "data":
+        return (
+            f"the data differs (stored shape {tuple((stored or {}).get('x_shape', ()))}, "
+            f"received shape {tuple(received['x_shape'])}, content digests differ)"
+            if stored and stored.get("x_shape") == received["x_shape"]
+            else f"the data differs (stored shape {tuple((stored or {}).get('x_shape', ()))}, received {tuple(received['x_shape'])})"
+        )
+    if key == "model":
+        return "the model (architecture or compile settings) differs"
+    return f"{key} differs (stored {key}={stored!r}, received {key}={received!r})"
+
+
+def _normalize_json(value):
+    return json.loads(json.dumps(value, default=_atomic._json_default))
+
+
+def _save_fold(fold_dir, outcome: _FoldOutcome, *, overwrite=False) -> None:
+    with _atomic.directory(fold_dir, overwrite=overwrite) as tmp:
+        outcome.model.save(os.path.join(tmp, "model.keras"))
+        _atomic.write_json(os.path.join(tmp, "history.json"), outcome.history)
+        _atomic.write_json(os.path.join(tmp, "scores.json"), outcome.scores)
+        _atomic.write_json(os.path.join(tmp, "info.json"), outcome.info)
+        np.save(os.path.join(tmp, "val_predictions.npy"), outcome.val_predictions)
+
+
+def _load_fold(fold_dir) -> _FoldOutcome:
+    model = load_model_safely(os.path.join(fold_dir, "model.keras"))
+    return _FoldOutcome(
+        model,
+        _atomic.read_json(os.path.join(fold_dir, "scores.json")),
+        np.load(os.path.join(fold_dir, "val_predictions.npy"), allow_pickle=False),
+        history=_atomic.read_json(os.path.join(fold_dir, "history.json")),
+        info=_atomic.read_json(os.path.join(fold_dir, "info.json")),
+    )
+
+
+def load_model_safely(path) -> keras.Model:
+    """`keras.saving.load_model` with `safe_mode=True`, and an error that
+    says which file refused to load and why."""
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:
+        raise ValueError(
+            f"Cannot load the model in {os.fspath(path)!r} safely: {error}. tfcv only loads models "
+            "whose layers are Keras' own or registered with keras.saving.register_keras_serializable; "
+            "Lambda layers and unregistered classes are refused (safe_mode=True)."
+        ) from error
+
+
+# --------------------------------------------------------------- result
+
+
+class CVResult:
+    """What a cross-validation run produced.
+
+    Attributes:
+        scores: `dict` mapping each metric name to its list of per-fold
+            values: the model's compiled metrics on the validation fold plus,
+            for classifiers, `accuracy` and macro `precision`, `recall` and
+            `f1` (scikit-learn), for regressors `mse`, `mae` and `r2`.
+        val_predictions: Each fold's predictions on its validation split, in
+            the order of the plan's validation indices.
+        oof_predictions: Out-of-fold predictions, one row per input sample in
+            input order (rows never validated are NaN; a sample validated
+            several times, as with repeated splitters, gets the mean).
+        models: The trained `keras.Model` of every fold.
+        histories: One `History.history` dict per fold.
+        plan: The `FoldPlan` used.
+        task: `"classification"` or `"regression"`.
+        info: Settings of the run (seed, epochs, per-fold seeds, ...).
+        test_scores: Scores of the fold ensemble on held-out test data, set
+            by `evaluate` (`None` until then).
+    """
+
+    def __init__(self, *, scores, val_predictions, models, histories, plan, task, info=None,
+                 fold_info=None, test_scores=None, n_samples=None):
+        self.scores = {k: [float(v) for v in vs] for k, vs in scores.items()}
+        self.val_predictions = [np.asarray(p) for p in val_predictions]
+        if n_samples is None:
+            n_samples = (plan.fingerprint or {}).get("n_samples") or 1 + max(int(v.max()) for _, v in plan.folds)
+        self.oof_predictions = _out_of_fold(plan, self.val_predictions, n_samples)
+        self.models = list(models)
+        self.histories = list(histories)
+        self.plan = plan
+        self.task = task
+        self.info = dict(info or {})
+        self.fold_info = list(fold_info or [{} for _ in self.models])
+        self.test_scores = test_scores
+
+    @classmethod
+    def _from_outcomes(cls, outcomes, plan, task, *, n_samples, info):
+        names = list(outcomes[0].scores)
+        for outcome in outcomes[1:]:
+            names += [n for n in outcome.scores if n not in names]
+        scores = {n: [o.scores.get(n, float("nan")) for o in outcomes] for n in names}
+        return cls(
+            scores=scores, val_predictions=[o.val_predictions for o in outcomes],
+            models=[o.model for o in outcomes], histories=[o.history for o in outcomes],
+            plan=plan, task=task, info=info, fold_info=[o.info for o in outcomes], n_samples=n_samples,
+        )
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.models)
+
+    def mean(self, name: str) -> float:
+        """Mean of metric `name` over the folds."""
+        return float(np.mean(self._metric(name)))
+
+    def std(self, name: str) -> float:
+        """Standard deviation (ddof=0, as `np.std`) of metric `name` over the folds."""
+        return float(np.std(self._metric(name)))
+
+    def _metric(self, name):
+        if name not in self.scores:
+            raise KeyError(f"Unknown metric {name!r}. Available: {sorted(self.scores)}.")
+        return np.asarray(self.scores[name], dtype="float64")
+
+    def _columns(self):
+        first = [n for n in ("accuracy", "precision", "recall", "f1", "mse", "mae", "r2") if n in self.scores]
+        return first + [n for n in self.scores if n not in first]
+
+    def summary(self) -> str:
+        """A table: one row per fold, then mean ± std of every metric."""
+        columns = self._columns()
+        rows = [[f"{k + 1}"] + [f"{self.scores[c][k]:.4f}" for c in columns] for k in range(self.n_folds)]
+        footer = ["mean ± std"] + [f"{self.mean(c):.4f} ± {self.std(c):.4f}" for c in columns]
+        header = ["fold"] + columns
+        widths = [max(len(r[i]) for r in [header, footer] + rows) for i in range(len(header))]
+
+        def line(cells):
+            return "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths)))
+
+        rule = "-" * len(line(header))
+        out = [line(header), rule] + [line(r) for r in rows] + [rule, line(footer)]
+        if self.test_scores:
+            out.append("")
+            out.append("held-out test (fold ensemble): " + "  ".join(
+                f"{k} {v:.4f}" for k, v in self.test_scores.items()))
+        return "\n".join(out)
+
+    def to_frame(self):
+        """Per-fold scores as a pandas DataFrame (index `fold`). Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ImportError("CVResult.to_frame() needs pandas: pip install pandas") from error
+        frame = pd.DataFrame({c: self.scores[c] for c in self._columns()})
+        frame.index.name = "fold"
+        return frame
+
+    def __repr__(self) -> str:
+        main = next((c for c in ("accuracy", "r2", "loss") if c in self.scores), None)
+        detail = f", {main}={self.mean(main):.4f}±{self.std(main):.4f}" if main else ""
+        return f"CVResult(n_folds={self.n_folds}, task={self.task!r}{detail})"
+
+    # ---------------------------------------------------------- ensembles
+
+    def ensemble(self, method: str = "mean") -> keras.Model:
+        """One `keras.Model` whose output combines every fold model.
+
+        Args:
+            method: `"mean"` averages the fold outputs (probabilities or
+                values); `"vote"` (classification only) returns, for every
+                class, the fraction of folds that predict it, so its argmax
+                is the majority class.
+
+        Returns:
+            An uncompiled functional `keras.Model` computing all folds in one
+            graph; it saves as `.keras` and loads back.
+        """
+        from tfcv.layers.ensemble import FoldVote
+
+        methods = ("mean", "vote")
+        if method not in methods:
+            raise ValueError(f"Invalid value for argument `method`. Received: method={method!r}. Expected one of {methods}.")
+        if method == "vote" and self.task != "classification":
+            raise ValueError("method='vote' needs a classification result; this result is a regression.")
+        first = self.models[0]
+        inputs = keras.Input(tuple(first.inputs[0].shape[1:]), dtype=first.inputs[0].dtype, name="inputs")
+        outputs = []
+        for k, model in enumerate(self.models):
+            model.name = f"fold_{k}"
+            outputs.append(model(inputs))
+        if len(outputs) == 1:
+            combined = outputs[0]
+        elif method == "mean":
+            combined = keras.layers.Average(name="fold_mean")(outputs)
+        else:
+            combined = FoldVote(name="fold_vote")(outputs)
+        return keras.Model(inputs, combined, name=f"fold_ensemble_{method}")
+
+    def predict(self, x: Any, *, batch_size: int = 256) -> np.ndarray:
+        """Mean prediction of the fold models on `x`."""
+        return np.asarray(self.ensemble("mean").predict(np.asarray(x), batch_size=batch_size, verbose=0))
+
+    def evaluate(self, x: Any, y: Any, *, batch_size: int = 256) -> dict[str, float]:
+        """Scores the mean fold ensemble on held-out data, stores the scores
+        in `test_scores` and returns them."""
+        predictions = self.predict(x, batch_size=batch_size)
+        self.test_scores = score_predictions(np.asarray(y), predictions, self.task)
+        return dict(self.test_scores)
+
+    # --------------------------------------------------------- persistence
+
+    def save(self, run_dir: str | os.PathLike) -> str:
+        """Writes the result to `run_dir` (each fold atomically).
+
+        Layout: `plan.json`, `fold_<k>/` (`model.keras`, `history.json`,
+        `scores.json`, `val_predictions.npy`), `result.json` and
+        `oof_predictions.npy`. Folds already present (written by `fit`) are
+        kept.
+
+        Returns:
+            The path of `run_dir`.
+        """
+        run_dir = os.path.abspath(os.fspath(run_dir))
+        os.makedirs(run_dir, exist_ok=True)
+        self.plan.save(os.path.join(run_dir, _PLAN))
+        if not os.path.exists(os.path.join(run_dir, _MANIFEST)):
+            _atomic.write_json(os.path.join(run_dir, _MANIFEST), self.info)
+        for k in range(self.n_folds):
+            fold_dir = os.path.join(run_dir, f"fold_{k}")
+            if not os.path.isdir(fold_dir):
+                outcome = _FoldOutcome(
+                    self.models[k], {n: v[k] for n, v in self.scores.items()}, self.val_predictions[k],
+                    history=self.histories[k], info=self.fold_info[k],
+                )
+                _save_fold(fold_dir, outcome)
+        self._write_summary(run_dir)
+        return run_dir
+
+    def _write_summary(self, run_dir) -> None:
+        _atomic.write_json(os.path.join(run_dir, _RESULT), {
+            "task": self.task,
+            "n_folds": self.n_folds,
+            "scores": self.scores,
+            "mean": {n: self.mean(n) for n in self.scores},
+            "std": {n: self.std(n) for n in self.scores},
+            "test_scores": self.test_scores,
+            "info": self.info,
+        })
+        buffer_path = os.path.join(run_dir, _OOF)
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, self.oof_predictions)
+        _atomic.write_bytes(buffer_path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> CVResult:
+        """Reads a result written by `save` (or by `fit` with `run_dir`).
+
+        Models are loaded with `safe_mode=True`: a run directory holding a
+        Lambda layer or an unregistered class is refused with a clear error.
+        """
+        run_dir = os.fspath(run_dir)
+        plan_path = os.path.join(run_dir, _PLAN)
+        if not os.path.exists(plan_path):
+            raise FileNotFoundError(f"{run_dir!r} is not a tfcv run directory: it has no {_PLAN}.")
+        plan = FoldPlan.load(plan_path)
+        missing = [k for k in range(len(plan)) if not os.path.isdir(os.path.join(run_dir, f"fold_{k}"))]
+        if missing:
+            raise ValueError(
+                f"Run directory {run_dir!r} is unfinished: folds {missing} of {len(plan)} have not been "
+                "trained. Resume it by running the same fit (or `tfcv run`) with this run_dir."
+            )
+        outcomes = [_load_fold(os.path.join(run_dir, f"fold_{k}")) for k in range(len(plan))]
+        summary_path = os.path.join(run_dir, _RESULT)
+        summary = _atomic.read_json(summary_path) if os.path.exists(summary_path) else {}
+        manifest_path = os.path.join(run_dir, _MANIFEST)
+        info = summary.get("info") or (_atomic.read_json(manifest_path) if os.path.exists(manifest_path) else {})
+        task = summary.get("task") or info.get("task", "classification")
+        result = cls._from_outcomes(outcomes, plan, task, n_samples=None, info=info)
+        result.test_scores = summary.get("test_scores")
+        return result
+
+
+def _out_of_fold(plan, val_predictions, n_samples):
+    first = np.asarray(val_predictions[0])
+    total = np.zeros((n_samples,) + first.shape[1:], dtype="float64")
+    counts = np.zeros(n_samples, dtype="int64")
+    for (_, val_idx), predictions in zip(plan.folds, val_predictions):
+        np.add.at(total, val_idx, np.asarray(predictions, dtype="float64"))
+        np.add.at(counts, val_idx, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shape = (n_samples,) + (1,) * (total.ndim - 1)
+        oof = total / counts.reshape(shape)
+    oof[counts == 0] = np.nan
+    return oof.astype("float32")
+
