@@ -1,0 +1,224 @@
+"""The `tfcv` command line: `tfcv run | export | inspect | serve`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+RUN_DEFAULTS: dict[str, Any] = {
+    "name": "digits",
+    "folds": 5,
+    "epochs": 10,
+    "batch_size": 32,
+    "seed": 0,
+    "run_dir": None,
+    "test_size": None,
+    "export": None,
+    "verbose": "auto",
+    "model": None,
+}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _add_run_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="cross-validate a model on the embedded digits data",
+        description=(
+            "Cross-validates a model (the reference CNN unless the config has a `model:` section) "
+            "on the embedded digits data, prints per-fold scores and mean ± std, and writes a "
+            "resumable run directory. Keys of the optional YAML config mirror the flags "
+            "(batch_size or batch-size); flags win."
+        ),
+    )
+    p.add_argument("config", nargs="?", help="optional YAML experiment file")
+    p.add_argument("--name", help=f"run name, used in the default run directory (default {RUN_DEFAULTS['name']})")
+    p.add_argument("--folds", type=int, help=f"number of stratified folds (default {RUN_DEFAULTS['folds']})")
+    p.add_argument("--epochs", type=int, help=f"epochs per fold (default {RUN_DEFAULTS['epochs']})")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help=f"batch size (default {RUN_DEFAULTS['batch_size']})")
+    p.add_argument("--seed", type=int, help=f"seed of the fold plan and of every fold (default {RUN_DEFAULTS['seed']})")
+    p.add_argument(
+        "--run-dir", dest="run_dir",
+        help="run directory (default runs/<name>-<timestamp>); an existing one is resumed",
+    )
+    p.add_argument(
+        "--test-size", dest="test_size", type=float,
+        help="hold out this fraction as a stratified test set before the folds are made, "
+        "and report the fold ensemble's scores on it",
+    )
+    p.add_argument("--export", help="after the run, export the fold ensemble as a TF Serving bundle under this base path")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress display, 2 one line per epoch")
+    p.set_defaults(handler=_run_command)
+
+
+def _load_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except FileNotFoundError as error:
+        raise CLIError(f"config file {path!r} does not exist") from error
+    except yaml.YAMLError as error:
+        raise CLIError(f"config file {path!r} is not valid YAML: {error}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise CLIError(f"config file {path!r} must hold a mapping of settings, got {type(loaded).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def resolve_run_config(args: argparse.Namespace) -> dict:
+    """Defaults < YAML config < command-line flags."""
+    config = dict(RUN_DEFAULTS)
+    if args.config:
+        from_file = _load_yaml(args.config)
+        unknown = sorted(set(from_file) - set(RUN_DEFAULTS))
+        if unknown:
+            raise CLIError(
+                f"unknown keys in {args.config!r}: {unknown}. Accepted keys: {sorted(RUN_DEFAULTS)}"
+            )
+        config.update(from_file)
+    for key in RUN_DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    for key in ("folds", "epochs", "batch_size", "seed"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CLIError(f"`{key}` must be an int, got {key}={value!r}")
+    if config["test_size"] is not None:
+        test_size = config["test_size"]
+        if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+            raise CLIError(f"`test_size` must be a fraction between 0 and 1, got test_size={test_size!r}")
+    if config["run_dir"] is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        config["run_dir"] = os.path.join("runs", f"{config['name']}-{stamp}")
+    return config
+
+
+def _build_fn(config: dict, input_shape, num_classes):
+    import tfcv
+
+    if config.get("model"):
+        spec_dict = dict(config["model"])
+        spec_dict.setdefault("input_shape", list(input_shape))
+        if spec_dict.get("task", "classification") == "classification":
+            spec_dict.setdefault("num_classes", int(num_classes))
+        return tfcv.ModelBuilder(tfcv.ModelSpec.from_dict(spec_dict))
+    return _ReferenceCNN(tuple(input_shape), int(num_classes))
+
+
+class _ReferenceCNN:
+    """Picklable build_fn for the reference CNN."""
+
+    def __init__(self, input_shape, num_classes):
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+
+    def __call__(self):
+        from tfcv.models import reference_cnn
+
+        return reference_cnn(self.input_shape, self.num_classes)
+
+    def __repr__(self):
+        return f"reference_cnn(input_shape={self.input_shape}, num_classes={self.num_classes})"
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    config = resolve_run_config(args)
+    import numpy as np
+
+    import tfcv
+
+    x, y = tfcv.datasets.load_digits()
+    x_test = y_test = None
+    if config["test_size"]:
+        from sklearn.model_selection import train_test_split
+
+        x, x_test, y, y_test = train_test_split(
+            x, y, test_size=config["test_size"], stratify=y, random_state=config["seed"]
+        )
+    build_fn = _build_fn(config, x.shape[1:], len(np.unique(y)))
+    cv = tfcv.CrossValidator(build_fn, folds=config["folds"], seed=config["seed"])
+    print(
+        f"tfcv run: {len(x)} digits, {config['folds']} folds x {config['epochs']} epochs, "
+        f"batch size {config['batch_size']}, seed {config['seed']}"
+        + (f", {len(x_test)} held out for testing" if x_test is not None else "")
+        + f"\nrun directory: {config['run_dir']}",
+        flush=True,
+    )
+    result = cv.fit(
+        x, y, epochs=config["epochs"], batch_size=config["batch_size"],
+        run_dir=config["run_dir"], verbose=config["verbose"],
+    )
+    if x_test is not None:
+        result.evaluate(x_test, y_test)
+    result.save(config["run_dir"])
+    _write_plots(result, config["run_dir"])
+    print()
+    print(result.summary())
+    print(f"\nSaved to {config['run_dir']}")
+    if config["export"]:
+        from tfcv.export import export_saved_model
+
+        path = export_saved_model(result, config["export"])
+        print(f"Exported TF Serving bundle to {path}")
+    return 0
+
+
+def _write_plots(result, run_dir) -> None:
+    try:
+        from tfcv import plots
+    except ImportError:
+        return
+    writer = getattr(plots, "save_run_plots", None)
+    if writer is not None:
+        writer(result, run_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tfcv import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tfcv",
+        description="Honest k-fold cross-validation and TF Serving export for Keras 3.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfcv {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tfcv` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except CLIError as error:
+        print(f"tfcv {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+        print(f"tfcv {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ntfcv {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
