@@ -15,7 +15,14 @@ import numpy as np
 
 from tfcv import _atomic
 from tfcv.callbacks import FoldCallback, FoldProgress
-from tfcv.folds import FoldPlan, check_folds, class_labels, data_fingerprint, is_classification_target
+from tfcv.folds import (
+    FoldPlan,
+    _is_splitter,
+    check_folds,
+    class_labels,
+    data_fingerprint,
+    is_classification_target,
+)
 
 __all__ = ["CrossValidator", "CVResult"]
 
@@ -78,7 +85,7 @@ class CrossValidator:
                 f"Invalid value for argument `folds`. Received: folds={folds}. "
                 "Expected an int >= 2, a scikit-learn splitter or a FoldPlan."
             )
-        if not isinstance(folds, (int, FoldPlan)) and not hasattr(folds, "split"):
+        if not isinstance(folds, (int, FoldPlan)) and not _is_splitter(folds):
             raise TypeError(
                 f"Invalid value for argument `folds`. Received: folds={folds!r} of type "
                 f"{type(folds).__name__}. Expected an int >= 2, a scikit-learn splitter or a FoldPlan."

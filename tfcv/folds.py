@@ -131,7 +131,7 @@ class FoldPlan:
         Returns:
             A `FoldPlan` with the data's fingerprint.
         """
-        if not hasattr(splitter, "split"):
+        if not _is_splitter(splitter):
             raise TypeError(
                 f"Invalid value for argument `splitter`. Received: splitter={splitter!r}. "
                 "Expected a scikit-learn splitter (an object with a `split(X, y, groups)` method)."
@@ -266,7 +266,7 @@ def check_folds(folds: Any, x: Any, y: Any = None, groups: Any = None, *, seed: 
             plan.fingerprint = data_fingerprint(x, y)
             return plan
         return FoldPlan.from_splitter(KFold(int(folds), shuffle=True, random_state=seed), x, y, groups)
-    if hasattr(folds, "split"):
+    if _is_splitter(folds):
         return FoldPlan.from_splitter(folds, x, y, groups)
     raise TypeError(
         f"Invalid value for argument `folds`. Received: folds={folds!r} of type {type(folds).__name__}. "
@@ -293,6 +293,11 @@ def class_labels(y: Any) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] > 1:
         return y.argmax(axis=1)
     return y.reshape(len(y))
+
+
+def _is_splitter(obj) -> bool:
+    # A str has a `split` method too; scikit-learn's check_cv excludes it the same way.
+    return hasattr(obj, "split") and not isinstance(obj, (str, bytes))
 
 
 def _n_splits(splitter, x, y, groups):
