@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from tfcv import callbacks, datasets, layers, models  # noqa: E402
+from tfcv import callbacks, data, datasets, layers, models  # noqa: E402
 from tfcv.crossval import CrossValidator, CVResult  # noqa: E402
 from tfcv.folds import FoldPlan  # noqa: E402
 
@@ -11,6 +11,7 @@ __all__ = [
     "CrossValidator",
     "FoldPlan",
     "callbacks",
+    "data",
     "datasets",
     "layers",
     "models",

@@ -1,0 +1,855 @@
+"""tf.data pipelines, TensorFlow Datasets folds and the offline digits TFDS builder.
+
+The in-memory path (`x`, `y` arrays and index folds) suits small data. This
+module cross-validates data that lives on disk as a TensorFlow Datasets (TFDS)
+dataset, without ever loading it whole:
+
+- `tfds_folds` makes a `FoldPlan` whose folds are TFDS split strings built
+  with TFDS' percent slicing (`"train[0%:20%]"`), or, with `stratify=True`,
+  index folds made from the labels alone.
+- `fold_datasets` streams one fold's training and validation data from disk
+  as batched, prefetched `tf.data.Dataset`s of `(x, y)`.
+- `Pipeline` is the input pipeline those datasets go through (decode, resize,
+  rescale, cache, shuffle, batch, prefetch); it works on any `tf.data.Dataset`.
+- `DigitsBuilder` is a real TFDS builder for scikit-learn's embedded digits,
+  prepared offline, so the whole TFDS path runs without a network.
+
+How percent slices round: TFDS resolves a boundary of `p` percent on a split
+of `n` examples to `round(p * n / 100)` (its default `rounding="closest"`;
+the other mode, `"pct1_dropremainder"`, drops examples and is never used
+here). Fold `i` of `k` validates on `[100*i/k % : 100*(i+1)/k %]`, written
+with enough digits to be exact, and trains on the two slices around it. Two
+neighbouring folds share the very same boundary string, so the validation
+slices are disjoint and cover the split exactly for any `n >= k`, and their
+sizes differ by at most one example.
+
+Stratification is impossible with slices: a slice is a contiguous run of
+examples, whatever their labels. `tfds_folds(..., stratify=True)` reads the
+labels once (decoding the label feature only, never the images), makes index
+folds with scikit-learn's `StratifiedKFold`, and at load time reads the split
+in its stored order and keeps the examples of the fold (a boolean mask
+indexed by position). Every epoch then reads the whole split from disk (the
+other folds' examples are skipped before their images are decoded), which
+costs I/O but no memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import numbers
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfcv.folds import FoldPlan, _check_class_counts, data_fingerprint
+
+__all__ = [
+    "DIGITS_NAME",
+    "DigitsBuilder",
+    "Pipeline",
+    "fold_datasets",
+    "fold_indices",
+    "labels_of",
+    "prepare_digits",
+    "tfds_folds",
+]
+
+DIGITS_NAME = "tfcv_digits"
+
+_SPLIT_NAME = re.compile(r"^[\w-]+$")
+# Arguments of `tfds.load` that `fold_datasets` sets itself for every fold.
+_MANAGED_LOAD_KWARGS = (
+    "split", "as_supervised", "shuffle_files", "read_config", "with_info", "batch_size",
+    "decoders",
+)
+_LABEL_BATCH = 4096
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """The input pipeline of a cross-validation fold, for any `tf.data.Dataset`.
+
+    Applied to a dataset of `(x, y)` pairs (or `(x, y, sample_weight)`, or
+    bare `x`), it transforms `x` in this order, each step only if asked for:
+
+    1. decode: `x` holding encoded images (`tf.string`: PNG, JPEG, GIF, BMP)
+       is decoded with `tf.io.decode_image`;
+    2. resize: `tf.image.resize` to `image_size` (bilinear, float32 output);
+    3. rescale: `x * rescale + offset`, in float32;
+    4. cast to `dtype`;
+
+    then caches the result (in memory or to files), shuffles the training
+    data with a buffer of `shuffle_buffer` examples and the fold's seed,
+    batches and prefetches with `tf.data.AUTOTUNE`. Validation data is never
+    shuffled, so its order is stable.
+
+    Caching in memory holds the whole transformed split in RAM: that is fast
+    for data that fits, and the opposite of streaming for data that does
+    not. Caching to a directory writes one cache file per fold and part (the
+    file name holds a digest of the split it caches, so caches of different
+    folds or plans never mix); delete the directory when the data changes.
+
+    Args:
+        image_size: `(height, width)` to resize images to, or `None` to keep
+            their size. Defaults to `None`.
+        rescale: `float` factor applied to `x` after resizing (for example
+            `1/255` for uint8 images, `1/16` for `tfcv_digits`), or `None`.
+            Defaults to `None`.
+        offset: `float` added after rescaling. Defaults to `0.0`.
+        channels: Number of channels when decoding encoded images (`1`, `3`
+            or `4`), or `None` to keep the file's own. Defaults to `None`.
+        dtype: Name of the dtype `x` is cast to at the end, or `None` to
+            keep it (uint8 stays uint8 unless resized or rescaled, which
+            give float32). Defaults to `None`.
+        cache: `None` (no cache), `"memory"`, or the path of a directory for
+            cache files. Defaults to `None`.
+        shuffle_buffer: `int`. Number of examples in the shuffle buffer of
+            the training data (the memory cost of shuffling). Defaults to
+            `1024`.
+        drop_remainder: `bool`. Drop the last, smaller batch of the training
+            data. Validation data always keeps every example. Defaults to
+            `False`.
+
+    Example:
+
+    >>> pipeline = tfcv.data.Pipeline(image_size=(32, 32), rescale=1 / 255)
+    >>> train_ds = pipeline(ds, batch_size=64, training=True, seed=7)
+    >>> train_ds, val_ds = tfcv.data.fold_datasets(
+    ...     plan, 0, batch_size=64, seed=7, pipeline=pipeline)
+    """
+
+    image_size: tuple[int, int] | None = None
+    rescale: float | None = None
+    offset: float = 0.0
+    channels: int | None = None
+    dtype: str | None = None
+    cache: str | None = None
+    shuffle_buffer: int = 1024
+    drop_remainder: bool = False
+
+    def __post_init__(self):
+        if self.image_size is not None:
+            size = self.image_size
+            if (
+                not isinstance(size, (tuple, list))
+                or len(size) != 2
+                or not all(_is_int(s) and s > 0 for s in size)
+            ):
+                raise ValueError(
+                    f"Invalid value for argument `image_size`. Received: image_size={size!r}. "
+                    "Expected a (height, width) pair of positive ints, or None."
+                )
+            object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
+        if self.rescale is not None and not _is_number(self.rescale):
+            raise TypeError(
+                f"Invalid value for argument `rescale`. Received: rescale={self.rescale!r}. "
+                "Expected a float (for example 1/255) or None."
+            )
+        if not _is_number(self.offset):
+            raise TypeError(
+                f"Invalid value for argument `offset`. Received: offset={self.offset!r}. Expected a float."
+            )
+        if self.channels not in (None, 1, 3, 4):
+            raise ValueError(
+                f"Invalid value for argument `channels`. Received: channels={self.channels!r}. "
+                "Expected 1, 3, 4 or None."
+            )
+        if self.dtype is not None:
+            try:
+                object.__setattr__(self, "dtype", tf.as_dtype(self.dtype).name)
+            except TypeError as error:
+                raise ValueError(
+                    f"Invalid value for argument `dtype`. Received: dtype={self.dtype!r}. "
+                    "Expected a dtype name such as 'float32', or None."
+                ) from error
+        if self.cache is not None:
+            if isinstance(self.cache, os.PathLike):
+                object.__setattr__(self, "cache", os.fspath(self.cache))
+            if not isinstance(self.cache, str) or not self.cache:
+                raise ValueError(
+                    f"Invalid value for argument `cache`. Received: cache={self.cache!r}. "
+                    "Expected None, 'memory' or the path of a directory for cache files."
+                )
+        if not _is_int(self.shuffle_buffer) or self.shuffle_buffer < 1:
+            raise ValueError(
+                f"Invalid value for argument `shuffle_buffer`. Received: "
+                f"shuffle_buffer={self.shuffle_buffer!r}. Expected an int >= 1."
+            )
+        if not isinstance(self.drop_remainder, bool):
+            raise TypeError(
+                f"Invalid value for argument `drop_remainder`. Received: "
+                f"drop_remainder={self.drop_remainder!r}. Expected a bool."
+            )
+
+    def __call__(
+        self,
+        dataset: tf.data.Dataset,
+        *,
+        batch_size: int,
+        training: bool = False,
+        seed: int | None = None,
+        cache_name: str = "data",
+    ) -> tf.data.Dataset:
+        """Applies the pipeline to `dataset`.
+
+        Args:
+            dataset: A `tf.data.Dataset` of unbatched examples: `(x, y)`,
+                `(x, y, sample_weight)` or bare `x`.
+            batch_size: `int`. Examples per batch.
+            training: `bool`. Shuffle (with `seed`) and honour
+                `drop_remainder`. Defaults to `False`.
+            seed: `int`. Shuffling seed, normally the fold's seed. Required
+                when `training=True` so that runs are reproducible.
+            cache_name: `str`. File name of the cache inside the `cache`
+                directory. Defaults to `"data"`.
+
+        Returns:
+            A batched, prefetched `tf.data.Dataset`.
+        """
+        if not isinstance(dataset, tf.data.Dataset):
+            raise TypeError(
+                f"Invalid value for argument `dataset`. Received: dataset={dataset!r} of type "
+                f"{type(dataset).__name__}. Expected a tf.data.Dataset."
+            )
+        batch_size = _positive_int("batch_size", batch_size)
+        if training and (seed is None or isinstance(seed, bool) or not _is_int(seed)):
+            raise ValueError(
+                f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int "
+                "(the fold's seed) when training=True, so that shuffling is reproducible."
+            )
+        transform = self._transform_fn(_features_spec(dataset.element_spec).dtype)
+        if transform is not None:
+            dataset = dataset.map(
+                _on_features(transform, dataset.element_spec),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        if self.cache == "memory":
+            dataset = dataset.cache()
+        elif self.cache is not None:
+            os.makedirs(self.cache, exist_ok=True)
+            dataset = dataset.cache(os.path.join(self.cache, cache_name))
+        if training:
+            dataset = dataset.shuffle(self.shuffle_buffer, seed=int(seed), reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size, drop_remainder=bool(training and self.drop_remainder))
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def _transform_fn(self, dtype: tf.DType) -> Callable[[tf.Tensor], tf.Tensor] | None:
+        decode = dtype == tf.string
+        rescale = self.rescale is not None or self.offset != 0
+        if not (decode or rescale or self.image_size is not None or self.dtype is not None):
+            return None
+
+        def transform(x):
+            if decode:
+                x = tf.io.decode_image(x, channels=self.channels or 0, expand_animations=False)
+            if self.image_size is not None:
+                x = tf.image.resize(x, self.image_size)
+            if rescale:
+                x = tf.cast(x, "float32")
+                if self.rescale is not None:
+                    x = x * tf.constant(self.rescale, "float32")
+                if self.offset:
+                    x = x + tf.constant(self.offset, "float32")
+            if self.dtype is not None:
+                x = tf.cast(x, self.dtype)
+            return x
+
+        return transform
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict; `Pipeline.from_dict(p.to_dict()) == p`."""
+        d = dataclasses.asdict(self)
+        if d["image_size"] is not None:
+            d["image_size"] = list(d["image_size"])
+        return d
+
+    @classmethod
+    def from_dict(cls, config: dict | Pipeline) -> Pipeline:
+        """Makes a `Pipeline` from `to_dict`'s output (or returns a `Pipeline` as is)."""
+        if isinstance(config, Pipeline):
+            return config
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"Invalid value for argument `config`. Received: config={config!r}. "
+                "Expected a dict from Pipeline.to_dict() or a Pipeline."
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - fields)
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `config`: unknown keys {unknown}. Expected keys among {sorted(fields)}."
+            )
+        config = dict(config)
+        if config.get("image_size") is not None:
+            config["image_size"] = tuple(config["image_size"])
+        return cls(**config)
+
+
+def _features_spec(element_spec) -> tf.TensorSpec:
+    """The spec of `x` in `(x, y, ...)` or bare-`x` elements."""
+    spec = element_spec[0] if isinstance(element_spec, tuple) and element_spec else element_spec
+    if not isinstance(spec, tf.TensorSpec):
+        raise TypeError(
+            "Pipeline transforms a single tensor `x` in (x, y) or bare-x elements. Received elements "
+            f"of spec {element_spec!r}. Map the dataset to (x, y) pairs first (as_supervised=True)."
+        )
+    return spec
+
+
+def _on_features(transform, element_spec):
+    """Applies `transform` to `x` of `(x, y, ...)` elements, or to bare `x`."""
+    if isinstance(element_spec, tuple):
+
+        def fn(*parts):
+            return (transform(parts[0]),) + tuple(parts[1:])
+
+        return fn
+    return transform
+
+
+# -------------------------------------------------------------- TFDS folds
+
+
+def tfds_folds(
+    name: str,
+    k: int = 5,
+    split: str = "train",
+    *,
+    stratify: bool = False,
+    seed: int = 0,
+    **load_kwargs: Any,
+) -> FoldPlan:
+    """A k-fold `FoldPlan` over one split of a TensorFlow Datasets dataset.
+
+    Without stratification the folds are TFDS split strings and nothing is
+    read: fold `i` validates on `"train[{20*i}%:{20*(i+1)}%]"` (for `k=5`)
+    and trains on the rest, for example `"train[:20%]+train[40%:]"`. The
+    validation slices are disjoint and cover the split exactly, whatever its
+    size (see the module docstring for TFDS' rounding). TFDS shuffles most
+    datasets when preparing them, so contiguous slices are random samples;
+    for a dataset stored in a meaningful order (sorted by class or by time),
+    use `stratify=True`.
+
+    Stratification is not possible with slices. With `stratify=True` the
+    labels (only) are read once, `StratifiedKFold(k, shuffle=True,
+    random_state=seed)` makes index folds into the split's stored order, and
+    the plan carries a fingerprint of those labels (`n_samples` is the size
+    of the split). `fold_datasets` then selects each fold's examples while
+    streaming the split.
+
+    The plan records where the data lives in `plan.source`:
+    `{"kind": "tfds", "name": name, "split": split, "load_kwargs": {...}}`,
+    so it round-trips through `plan.save` / `FoldPlan.load`.
+
+    Args:
+        name: `str`. TFDS name, as given to `tfds.load` (`"mnist"`,
+            `"cifar10:3.0.2"`, `"tfcv_digits"`, ...). The dataset needs
+            supervised keys (`as_supervised=True`).
+        k: `int`. Number of folds, at least 2. Defaults to `5`.
+        split: `str`. Name of the split to cross-validate (not a slice).
+            Defaults to `"train"`.
+        stratify: `bool`. Make stratified index folds from the labels.
+            Defaults to `False`.
+        seed: `int`. Shuffling seed of `StratifiedKFold` (used only with
+            `stratify=True`; slices are not shuffled). Defaults to `0`.
+        **load_kwargs: JSON-able keyword arguments for `tfds.load`, such as
+            `data_dir`, `download`, `try_gcs` or `builder_kwargs`. The
+            per-fold arguments (`split`, `as_supervised`, `shuffle_files`,
+            `read_config`, `decoders`, `batch_size`, `with_info`) are set by
+            `fold_datasets` and refused here.
+
+    Returns:
+        A `FoldPlan` with `k` folds.
+
+    Example:
+
+    >>> plan = tfcv.data.tfds_folds("mnist", k=5, data_dir="~/tensorflow_datasets")
+    >>> plan.folds[1]
+    ('train[:20%]+train[40%:]', 'train[20%:40%]')
+    >>> cv = tfcv.CrossValidator(build_fn, folds=plan)
+    >>> result = cv.fit(epochs=3, batch_size=64)
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"Invalid value for argument `name`. Received: name={name!r}. "
+            "Expected the name of a TFDS dataset, such as 'mnist'."
+        )
+    if isinstance(k, bool) or not _is_int(k) or k < 2:
+        raise ValueError(
+            f"Invalid value for argument `k`. Received: k={k!r}. "
+            "k-fold cross-validation needs an int k >= 2."
+        )
+    k = int(k)
+    if not isinstance(split, str) or not _SPLIT_NAME.match(split) or split == "all":
+        raise ValueError(
+            f"Invalid value for argument `split`. Received: split={split!r}. Expected the name of one "
+            "split, such as 'train' (tfds_folds slices it itself; to cross-validate part of a "
+            "split or several splits, use fold_datasets' callable form instead)."
+        )
+    if not isinstance(stratify, bool):
+        raise TypeError(f"Invalid value for argument `stratify`. Received: stratify={stratify!r}. Expected a bool.")
+    if isinstance(seed, bool) or not _is_int(seed):
+        raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int.")
+    source = {"kind": "tfds", "name": name, "split": split, "load_kwargs": _check_load_kwargs(load_kwargs)}
+
+    info = _builder(source).info
+    _check_supervised(info, name)
+    known_splits = dict(info.splits)
+    if known_splits:
+        if split not in known_splits:
+            raise ValueError(
+                f"Invalid value for argument `split`. Received: split={split!r}. "
+                f"Dataset {name!r} has splits {sorted(known_splits)}."
+            )
+        n = known_splits[split].num_examples
+        if n < k:
+            raise ValueError(
+                f"Cannot make k={k} folds from split {split!r} of {name!r}: it has {n} examples. Use k <= {n}."
+            )
+
+    described = f"tfds_folds(name={name!r}, k={k}, split={split!r}"
+    if not stratify:
+        return FoldPlan(_percent_folds(split, k), splitter=described + ")", source=source)
+
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = _read_labels(source)
+    if labels.ndim != 1:
+        raise ValueError(
+            f"stratify=True needs one class label per example, but the labels of {name!r} have shape "
+            f"{labels.shape[1:]} per example. Use stratify=False."
+        )
+    if len(labels) < k:
+        raise ValueError(
+            f"Cannot make k={k} folds from split {split!r} of {name!r}: it has {len(labels)} examples. "
+            f"Use k <= {len(labels)}."
+        )
+    _check_class_counts(labels, k)
+    splitter = StratifiedKFold(k, shuffle=True, random_state=int(seed))
+    folds = list(splitter.split(np.zeros(len(labels)), labels))
+    return FoldPlan(
+        folds,
+        fingerprint=data_fingerprint(labels),
+        splitter=f"{described}, stratify=True, seed={int(seed)}): {splitter!r} on the labels",
+        source=source,
+    )
+
+
+def _percent_folds(split: str, k: int) -> list[tuple[str, str]]:
+    bounds = [_percent(100 * i / k) for i in range(k + 1)]
+    folds = []
+    for i in range(k):
+        val = f"{split}[{bounds[i]}%:{bounds[i + 1]}%]"
+        train = []
+        if i > 0:
+            train.append(f"{split}[:{bounds[i]}%]")
+        if i < k - 1:
+            train.append(f"{split}[{bounds[i + 1]}%:]")
+        folds.append(("+".join(train), val))
+    return folds
+
+
+def _percent(value: float) -> str:
+    # TFDS parses the boundary with float(); repr is the shortest string that
+    # parses back to exactly the same float, so no precision is lost on big splits.
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def fold_datasets(
+    plan: FoldPlan,
+    fold: int,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    pipeline: Pipeline | None = None,
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Streams one fold of a TFDS plan from disk.
+
+    The training data is read with `shuffle_files=True` and
+    `read_config.shuffle_seed=seed` (files stay in order for a dataset
+    prepared in a fixed order, `info.disable_shuffling`, and for stratified
+    plans), then shuffled with `seed` in a buffer of
+    `pipeline.shuffle_buffer` examples: a different order every epoch, the
+    same orders in every run with the same seed. The validation data is read
+    in the split's stored order (one file after the other, never shuffled),
+    so its examples come in the order of `fold_indices(plan, fold)[1]`.
+    Nothing is held in memory beyond the shuffle buffer, the prefetched
+    batches and whatever `pipeline.cache` asks for. TFDS' own automatic
+    cache of small datasets is turned off (`try_autocache=False`).
+
+    Args:
+        plan: A `FoldPlan` made by `tfds_folds` (or loaded from its JSON).
+        fold: `int`. Index of the fold.
+        batch_size: `int`. Examples per batch.
+        seed: `int`. The fold's seed: file order and shuffle buffer of the
+            training data.
+        shuffle: `bool`. Shuffle the training data. With `False` both
+            datasets come in stored order. Defaults to `True`.
+        pipeline: A `Pipeline` (or its dict) applied to both datasets.
+            Defaults to `Pipeline()`: no transformation, no cache.
+
+    Returns:
+        Tuple `(train_ds, val_ds)` of batched, prefetched `tf.data.Dataset`s
+        of `(x, y)`.
+
+    Example:
+
+    >>> plan = tfcv.data.tfds_folds("tfcv_digits", k=5, data_dir=data_dir)
+    >>> train_ds, val_ds = tfcv.data.fold_datasets(
+    ...     plan, 0, batch_size=64, seed=0, pipeline=tfcv.data.Pipeline(rescale=1 / 16))
+    >>> model.fit(train_ds, validation_data=val_ds, epochs=5)
+    """
+    source = _tfds_source(plan)
+    fold = _fold_index(plan, fold)
+    batch_size = _positive_int("batch_size", batch_size)
+    if isinstance(seed, bool) or not _is_int(seed):
+        raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int.")
+    if not isinstance(shuffle, bool):
+        raise TypeError(f"Invalid value for argument `shuffle`. Received: shuffle={shuffle!r}. Expected a bool.")
+    pipeline = Pipeline() if pipeline is None else Pipeline.from_dict(pipeline)
+    train_part, val_part = plan.folds[fold]
+    if isinstance(val_part, str):
+        # A dataset prepared in a meaningful order (disable_shuffling) refuses
+        # shuffled files; its training examples are still shuffled below.
+        shuffle_files = shuffle and not _builder(source).info.disable_shuffling
+        train = _load(source, train_part, shuffle_files=shuffle_files, seed=int(seed))
+        val = _load(source, val_part)
+    else:
+        n = _plan_size(plan)
+        train = _select(source, train_part, n)
+        val = _select(source, val_part, n)
+    digest = hashlib.sha256(json.dumps([source, _describe_part(train_part)], sort_keys=True).encode())
+    train = pipeline(
+        train, batch_size=batch_size, training=shuffle, seed=int(seed),
+        cache_name=f"fold_{fold}_train_{digest.hexdigest()[:12]}",
+    )
+    digest = hashlib.sha256(json.dumps([source, _describe_part(val_part)], sort_keys=True).encode())
+    val = pipeline(val, batch_size=batch_size, training=False, cache_name=f"fold_{fold}_val_{digest.hexdigest()[:12]}")
+    return train, val
+
+
+def fold_indices(plan: FoldPlan, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions, in the split's stored order, of one fold's examples.
+
+    Percent slices are resolved by TFDS itself (`ReadInstruction.from_spec`
+    and `to_absolute`) against the split's size. Out-of-fold predictions of
+    `fold_datasets`' validation data belong to these positions, in this
+    order.
+
+    Args:
+        plan: A `FoldPlan` made by `tfds_folds`.
+        fold: `int`. Index of the fold.
+
+    Returns:
+        Tuple `(train, val)` of int64 arrays: the training positions (sorted;
+        training order is shuffled anyway) and the validation positions in
+        the order `fold_datasets` yields them.
+    """
+    _tfds_source(plan)
+    fold = _fold_index(plan, fold)
+    train_part, val_part = plan.folds[fold]
+    if not isinstance(val_part, str):
+        return np.sort(train_part), np.sort(val_part)
+    split_infos = {plan.source["split"]: _split_info(plan.source["split"], _plan_size(plan))}
+    return np.sort(_resolve(train_part, split_infos)), _resolve(val_part, split_infos)
+
+
+def labels_of(plan: FoldPlan, fold: int | None = None) -> np.ndarray:
+    """Reads the labels of a TFDS plan's split, without decoding the inputs.
+
+    Only the supervised label feature is decoded (TFDS'
+    `tfds.decode.PartialDecoding`), so this is cheap even for large images.
+
+    Args:
+        plan: A `FoldPlan` made by `tfds_folds`.
+        fold: `int` or `None`. With `None`, the labels of the whole split in
+            stored order; with a fold index, the labels of that fold's
+            validation data in the order `fold_datasets` yields them.
+            Defaults to `None`.
+
+    Returns:
+        A NumPy array with one label per example.
+    """
+    source = _tfds_source(plan)
+    labels = _read_labels(source)
+    if plan.fingerprint and plan.fingerprint.get("n_samples") not in (None, len(labels)):
+        raise ValueError(
+            f"The FoldPlan does not match the data: it was made for {plan.fingerprint['n_samples']} "
+            f"examples, but split {source['split']!r} of {source['name']!r} now has {len(labels)}. "
+            "Make a new plan with tfcv.data.tfds_folds."
+        )
+    if fold is None:
+        return labels
+    return labels[fold_indices(plan, fold)[1]]
+
+
+def _tfds_source(plan) -> dict:
+    if not isinstance(plan, FoldPlan):
+        raise TypeError(
+            f"Invalid value for argument `plan`. Received: plan={plan!r} of type {type(plan).__name__}. "
+            "Expected a FoldPlan made by tfcv.data.tfds_folds."
+        )
+    source = plan.source or {}
+    if source.get("kind") != "tfds":
+        raise ValueError(
+            f"Invalid value for argument `plan`. Received a FoldPlan with source={plan.source!r}. "
+            "Expected a plan made by tfcv.data.tfds_folds (source kind 'tfds')."
+        )
+    return source
+
+
+def _fold_index(plan, fold) -> int:
+    if isinstance(fold, bool) or not _is_int(fold) or not 0 <= fold < len(plan):
+        raise ValueError(
+            f"Invalid value for argument `fold`. Received: fold={fold!r}. "
+            f"Expected an int in [0, {len(plan) - 1}] for this {len(plan)}-fold plan."
+        )
+    return int(fold)
+
+
+def _describe_part(part):
+    return part if isinstance(part, str) else hashlib.sha256(np.asarray(part, "int64").tobytes()).hexdigest()
+
+
+def _check_load_kwargs(load_kwargs: dict) -> dict:
+    managed = sorted(set(load_kwargs) & set(_MANAGED_LOAD_KWARGS))
+    if managed:
+        key = managed[0]
+        raise ValueError(
+            f"Invalid keyword argument `{key}`. Received: {key}={load_kwargs[key]!r}. "
+            f"fold_datasets sets {', '.join(_MANAGED_LOAD_KWARGS)} itself for every fold; "
+            "pass only dataset-wide tfds.load arguments such as data_dir or builder_kwargs."
+        )
+    normalized = {}
+    for key, value in load_kwargs.items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if key == "data_dir" and isinstance(value, str):
+            value = os.path.abspath(os.path.expanduser(value))
+        try:
+            json.dumps(value)
+        except TypeError as error:
+            raise TypeError(
+                f"Invalid keyword argument `{key}`. Received: {key}={value!r}. The plan stores "
+                "load_kwargs as JSON, so expected JSON-able values (str, numbers, bools, lists, dicts)."
+            ) from error
+        normalized[key] = value
+    return normalized
+
+
+def _builder(source: dict) -> tfds.core.DatasetBuilder:
+    kwargs = source["load_kwargs"]
+    return tfds.builder(source["name"], data_dir=kwargs.get("data_dir"), **kwargs.get("builder_kwargs", {}))
+
+
+def _check_supervised(info, name) -> tuple[Any, Any]:
+    keys = info.supervised_keys
+    if not keys or len(keys) < 2:
+        raise ValueError(
+            f"Dataset {name!r} has no supervised keys (info.supervised_keys={keys!r}), so it cannot be "
+            "read as (x, y) pairs. Use a dataset with supervised keys, or cross-validate it with a "
+            "callable fold -> (train_ds, val_ds)."
+        )
+    return keys[0], keys[1]
+
+
+def _load(source, split, *, shuffle_files=False, seed=None, as_supervised=True, decoders=None) -> tf.data.Dataset:
+    config = {
+        # Caching is the pipeline's explicit choice; TFDS' automatic cache of
+        # small datasets would quietly hold a split in memory.
+        "try_autocache": False,
+        "shuffle_seed": seed,
+    }
+    if not shuffle_files:
+        # TFDS interleaves 16 files at a time by default; one at a time reads
+        # the examples in their stored order.
+        config["interleave_cycle_length"] = 1
+    return tfds.load(
+        source["name"],
+        split=split,
+        as_supervised=as_supervised,
+        shuffle_files=shuffle_files,
+        read_config=tfds.ReadConfig(**config),
+        decoders=decoders,
+        **source["load_kwargs"],
+    )
+
+
+def _select(source, indices, n) -> tf.data.Dataset:
+    """The examples at `indices` (in stored order) of the whole split."""
+    info = _builder(source).info
+    input_key, _ = _check_supervised(info, source["name"])
+    feature = info.features[input_key] if isinstance(input_key, str) else None
+    # Skip decoding the inputs of the examples of other folds: they are
+    # filtered out right after, so decoding them would be wasted work.
+    skip = isinstance(feature, tfds.features.FeatureConnector) and not isinstance(feature, tfds.features.FeaturesDict)
+    decoders = {input_key: tfds.decode.SkipDecoding()} if skip else None
+    ds = _load(source, source["split"], decoders=decoders)
+    mask = np.zeros(n, dtype=bool)
+    mask[np.asarray(indices)] = True
+    mask = tf.constant(mask)
+
+    def keep(position, example):
+        return tf.logical_and(position < n, tf.gather(mask, tf.minimum(position, n - 1)))
+
+    ds = ds.enumerate().filter(keep).map(lambda position, example: example)
+    if skip:
+        ds = ds.map(
+            lambda x, y: (feature.decode_example(x), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return ds.apply(tf.data.experimental.assert_cardinality(len(indices)))
+
+
+def _read_labels(source) -> np.ndarray:
+    info = _builder(source).info
+    _, label_key = _check_supervised(info, source["name"])
+    if not isinstance(label_key, str):
+        raise ValueError(
+            f"Dataset {source['name']!r} has nested label keys {label_key!r}; reading labels needs a "
+            "single label feature."
+        )
+    ds = _load(
+        source, source["split"], as_supervised=False,
+        decoders=tfds.decode.PartialDecoding({label_key: True}),
+    )
+    batches = [batch[label_key] for batch in ds.batch(_LABEL_BATCH).as_numpy_iterator()]
+    return np.concatenate(batches) if batches else np.zeros((0,), "int64")
+
+
+def _plan_size(plan) -> int:
+    if plan.fingerprint and plan.fingerprint.get("n_samples"):
+        return int(plan.fingerprint["n_samples"])
+    source = plan.source
+    splits = dict(_builder(source).info.splits)
+    if source["split"] in splits:
+        return int(splits[source["split"]].num_examples)
+    # Unknown size (a mocked dataset): count the examples, reading labels only.
+    return len(_read_labels(source))
+
+
+def _split_info(split: str, n: int) -> tfds.core.SplitInfo:
+    return tfds.core.SplitInfo(name=split, shard_lengths=[int(n)], num_bytes=0)
+
+
+def _resolve(spec: str, split_infos) -> np.ndarray:
+    """Absolute positions of a split string, in read order, as TFDS resolves them."""
+    parts = tfds.core.ReadInstruction.from_spec(spec).to_absolute(split_infos)
+    ranges = []
+    for part in parts:
+        n = split_infos[part.splitname].num_examples
+        start = 0 if part.from_ is None else part.from_
+        stop = n if part.to is None else part.to
+        ranges.append(np.arange(start, stop, dtype="int64"))
+    return np.concatenate(ranges) if ranges else np.zeros((0,), "int64")
+
+
+# ------------------------------------------------------- offline digits
+
+
+class DigitsBuilder(tfds.core.GeneratorBasedBuilder):
+    """scikit-learn's embedded 8x8 digits as a TFDS dataset, prepared offline.
+
+    The 1,797 images ship inside scikit-learn, so `download_and_prepare`
+    needs no network. Once `tfcv.data` is imported the dataset is registered
+    as `"tfcv_digits"` and loads like any catalogue dataset.
+
+    Features: `image`, `uint8` of shape `(8, 8, 1)` holding the original
+    intensities `0`-`16` (not `0`-`255`: rescale with `1/16` to get the
+    `[0, 1]` floats of `tfcv.datasets.load_digits`), and `label`, a
+    `ClassLabel` `0`-`9`. Supervised keys `("image", "label")`. One `train`
+    split of 1,797 examples, stored in scikit-learn's order (the dataset
+    disables TFDS' shuffling, so position `i` is `load_digits()[i]`).
+
+    Example:
+
+    >>> tfcv.data.DigitsBuilder(data_dir=data_dir).download_and_prepare()
+    >>> ds = tfds.load("tfcv_digits", split="train", data_dir=data_dir, as_supervised=True)
+    """
+
+    name = DIGITS_NAME
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "scikit-learn's digits, 8x8x1 uint8 in [0, 16], sklearn order."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                "Optical recognition of handwritten digits (UCI), as bundled with scikit-learn: "
+                "1,797 grey 8x8 images with intensities 0-16, labels 0-9."
+            ),
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(8, 8, 1), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }),
+            supervised_keys=("image", "label"),
+            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#optical-recognition-of-handwritten-digits-dataset",
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download: the data ships with scikit-learn.
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images = bunch.images.astype("uint8")[..., np.newaxis]
+        for i, (image, label) in enumerate(zip(images, bunch.target, strict=True)):
+            yield i, {"image": image, "label": int(label)}
+
+
+def prepare_digits(data_dir: str | os.PathLike) -> str:
+    """Prepares the `tfcv_digits` TFDS dataset in `data_dir` (offline).
+
+    TFDS writes into a temporary directory and renames it when complete, and
+    does nothing if the dataset is already there.
+
+    Args:
+        data_dir: Directory of TFDS datasets (created if missing).
+
+    Returns:
+        `data_dir` as an absolute path, ready for
+        `tfds_folds("tfcv_digits", data_dir=data_dir)`.
+
+    Example:
+
+    >>> data_dir = tfcv.data.prepare_digits("/tmp/tfds")
+    >>> plan = tfcv.data.tfds_folds("tfcv_digits", k=5, data_dir=data_dir)
+    """
+    data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    os.makedirs(data_dir, exist_ok=True)
+    DigitsBuilder(data_dir=data_dir).download_and_prepare()
+    return data_dir
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _positive_int(name, value) -> int:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected an int >= 1.")
+    return int(value)
