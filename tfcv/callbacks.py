@@ -8,14 +8,17 @@ their state is reset before every fold so nothing leaks between folds.
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import sys
 import time
 from typing import IO, Any
 
 import keras
+import numpy as np
 
-__all__ = ["FoldCallback", "FoldProgress"]
+__all__ = ["FoldCallback", "FoldProgress", "FoldModelCheckpoint", "FoldTensorBoard", "FoldCSVLogger"]
 
 
 class FoldCallback(keras.callbacks.Callback):
@@ -39,6 +42,10 @@ class FoldCallback(keras.callbacks.Callback):
         super().__init__()
         self.fold: int | None = None
         self.num_folds: int | None = None
+        # fold -> History.history of every fold finished so far (including
+        # folds loaded from a run directory and the epochs a resumed fold
+        # already ran), kept up to date by the cross-validator.
+        self.histories: dict[int, dict[str, list[float]]] = {}
 
     def on_cv_begin(self, logs: dict | None = None) -> None:
         """Called once before the first fold. `logs` holds `num_folds`,
@@ -182,3 +189,195 @@ def _format_logs(logs: dict[str, Any], names: list[str]) -> str:
         if isinstance(value, (int, float)) or hasattr(value, "__float__"):
             parts.append(f"{name} {float(value):.4f}")
     return " ".join(parts)
+
+
+_KERAS_HOOKS = (
+    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+    "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
+    "on_test_batch_begin", "on_test_batch_end", "on_predict_begin", "on_predict_end",
+    "on_predict_batch_begin", "on_predict_batch_end",
+)
+
+
+class _PerFoldKerasCallback(FoldCallback):
+    """Runs a fresh Keras callback in every fold, so nothing leaks between
+    folds (best values, counters, writers), and forwards the Keras hooks."""
+
+    def _make(self, fold: int) -> keras.callbacks.Callback:
+        raise NotImplementedError
+
+    def on_fold_begin(self, fold, logs=None):
+        self._inner = self._make(fold)
+        self._inner.set_model(self.model)
+        self._inner.set_params(self.params or {})
+
+    def set_params(self, params):
+        super().set_params(params)
+        if getattr(self, "_inner", None) is not None:
+            self._inner.set_params(params)
+
+    def set_model(self, model):
+        super().set_model(model)
+        if getattr(self, "_inner", None) is not None:
+            self._inner.set_model(model)
+
+
+def _forward(hook):
+    def method(self, *args, **kwargs):
+        inner = getattr(self, "_inner", None)
+        if inner is not None:
+            getattr(inner, hook)(*args, **kwargs)
+
+    method.__name__ = hook
+    return method
+
+
+for _hook in _KERAS_HOOKS:
+    setattr(_PerFoldKerasCallback, _hook, _forward(_hook))
+
+_FOLD_FIELD = re.compile(r"\{fold(:[^}]*)?\}")
+
+
+def _format_fold(template: str, fold: int) -> str:
+    """Fills `{fold}` (and `{fold:02d}`, ...) and leaves every other
+    placeholder, such as Keras' `{epoch}`, for Keras to fill."""
+    return _FOLD_FIELD.sub(lambda m: format(fold, (m.group(1) or ":")[1:]), template)
+
+
+class FoldModelCheckpoint(_PerFoldKerasCallback):
+    """`keras.callbacks.ModelCheckpoint` per fold.
+
+    `filepath` may contain `{fold}` (0-based; `{fold:02d}` works too) and
+    every placeholder Keras' `ModelCheckpoint` fills (`{epoch}`,
+    `{val_loss:.3f}`, ...). The best value tracked by `save_best_only`
+    starts afresh in every fold.
+
+    Args:
+        filepath: `str`. Where to save; must end in `.keras` (whole model)
+            or `.weights.h5` (with `save_weights_only=True`).
+        **kwargs: Any `keras.callbacks.ModelCheckpoint` argument (`monitor`,
+            `save_best_only`, `mode`, `save_freq`, ...).
+
+    Example:
+
+    ```python
+    ckpt = tfcv.callbacks.FoldModelCheckpoint(
+        "ckpt/fold{fold}/best.keras", monitor="val_accuracy", save_best_only=True)
+    cv.fit(x, y, epochs=20, callbacks=[ckpt])
+    ```
+    """
+
+    def __init__(self, filepath: str, **kwargs):
+        super().__init__()
+        self.filepath = os.fspath(filepath)
+        self.kwargs = kwargs
+        # Let Keras validate the arguments now, before any training.
+        keras.callbacks.ModelCheckpoint(_format_fold(self.filepath, 0), **kwargs)
+
+    def _make(self, fold):
+        return keras.callbacks.ModelCheckpoint(_format_fold(self.filepath, fold), **self.kwargs)
+
+    def __repr__(self):
+        return f"FoldModelCheckpoint(filepath={self.filepath!r}, {', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())})"
+
+
+class FoldTensorBoard(_PerFoldKerasCallback):
+    """`keras.callbacks.TensorBoard` per fold, plus a cross-validation run.
+
+    Fold `k` logs to `log_dir/fold_k` (Keras' `train` and `validation`
+    runs), so TensorBoard overlays the folds' curves. When the last fold
+    ends, `log_dir/cv` receives, for every validation metric, its mean and
+    standard deviation over the folds at each epoch (`val_accuracy_mean`,
+    `val_accuracy_std`, ...; an epoch counts the folds that reached it).
+
+    Args:
+        log_dir: `str`. Root directory of the logs.
+        **kwargs: Any `keras.callbacks.TensorBoard` argument.
+    """
+
+    def __init__(self, log_dir: str = "logs", **kwargs):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.kwargs = kwargs
+
+    def _make(self, fold):
+        return keras.callbacks.TensorBoard(os.path.join(self.log_dir, f"fold_{fold}"), **self.kwargs)
+
+    def on_cv_end(self, logs=None):
+        import tensorflow as tf
+
+        histories = [self.histories[k] for k in sorted(self.histories)]
+        names = sorted({n for h in histories for n in h if n.startswith("val_")})
+        writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "cv"))
+        with writer.as_default():
+            for name in names:
+                curves = [h[name] for h in histories if name in h]
+                for epoch in range(max(len(c) for c in curves)):
+                    values = [c[epoch] for c in curves if epoch < len(c)]
+                    tf.summary.scalar(f"{name}_mean", float(np.mean(values)), step=epoch)
+                    tf.summary.scalar(f"{name}_std", float(np.std(values)), step=epoch)
+        writer.close()
+
+
+class FoldCSVLogger(FoldCallback):
+    """Streams every epoch of every fold to one CSV file with a `fold` column.
+
+    Columns: `fold`, `epoch`, then the metrics of the first epoch logged
+    (sorted). Rows of folds loaded from a run directory, and the epochs a
+    resumed fold already ran, are written from their stored history, so
+    the file always holds one block per fold in fold order.
+
+    Args:
+        filename: `str`. Path of the CSV file (rewritten at the start of
+            every cross-validation).
+        separator: `str`. Field separator. Defaults to `","`.
+    """
+
+    def __init__(self, filename: str, separator: str = ","):
+        super().__init__()
+        self.filename = os.fspath(filename)
+        self.separator = separator
+        self._keys: list[str] | None = None
+
+    def on_cv_begin(self, logs=None):
+        directory = os.path.dirname(os.path.abspath(self.filename))
+        os.makedirs(directory, exist_ok=True)
+        self._keys = None
+        with open(self.filename, "w", newline="", encoding="utf-8"):
+            pass
+        self._written_folds: set[int] = set()
+
+    def on_fold_begin(self, fold, logs=None):
+        self._written_folds.add(fold)
+        for epoch, row in enumerate(_rows(self.histories.get(fold, {}))):
+            self._append(fold, epoch, row)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._append(self.fold, epoch, logs or {})
+
+    def on_fold_end(self, fold, logs=None):
+        if fold not in self._written_folds:
+            self._written_folds.add(fold)
+            for epoch, row in enumerate(_rows(self.histories.get(fold, {}))):
+                self._append(fold, epoch, row)
+
+    def _append(self, fold, epoch, logs):
+        if self._keys is None:
+            self._keys = sorted(logs)
+            new_file = True
+        else:
+            new_file = False
+        with open(self.filename, "a", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter=self.separator)
+            if new_file:
+                writer.writerow(["fold", "epoch", *self._keys])
+            writer.writerow([fold, epoch, *(_csv_value(logs.get(k, "")) for k in self._keys)])
+
+
+def _rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
+    n = max((len(v) for v in history.values()), default=0)
+    return [{k: v[i] for k, v in history.items() if i < len(v)} for i in range(n)]
+
+
+def _csv_value(value):
+    return float(value) if isinstance(value, (int, float, np.floating, np.integer)) or hasattr(value, "__float__") else value

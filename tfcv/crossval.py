@@ -193,6 +193,7 @@ class CrossValidator:
         snapshots = [_snapshot(cb) for cb in plain_cbs]
         for cb in fold_cbs:
             cb.num_folds = len(plan)
+            cb.histories = {k: outcome.history for k, outcome in finished.items()}
         _call(fold_cbs, "on_cv_begin", {"num_folds": len(plan), "epochs": epochs, "finished_folds": sorted(finished)})
 
         outcomes: list[_FoldOutcome] = []
@@ -212,6 +213,8 @@ class CrossValidator:
                 )
                 if store is not None:
                     store.save_fold(k, outcome)
+                for cb in fold_cbs:
+                    cb.histories[k] = outcome.history
                 _call(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": False})
             outcomes.append(outcome)
 
@@ -261,6 +264,8 @@ class CrossValidator:
         fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
         for cb in fold_cbs:
             cb.set_model(model)
+            if previous_logs:
+                cb.histories[k] = _merge_history(previous_logs, {})
         _call(fold_cbs, "on_fold_begin", k, {
             "seed": seed, "n_train": len(train_idx), "n_val": len(val_idx), "initial_epoch": initial_epoch,
         })
