@@ -2,8 +2,9 @@
 
 __version__ = "0.1.0"
 
-from tfcv import callbacks, data, datasets, layers, models  # noqa: E402
+from tfcv import callbacks, data, datasets, export, layers, models  # noqa: E402
 from tfcv.crossval import CrossValidator, CVResult  # noqa: E402
+from tfcv.export import export_saved_model  # noqa: E402
 from tfcv.folds import FoldPlan  # noqa: E402
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "callbacks",
     "data",
     "datasets",
+    "export",
+    "export_saved_model",
     "layers",
     "models",
 ]
