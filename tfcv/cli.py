@@ -186,6 +186,56 @@ def _write_plots(result, run_dir) -> None:
         writer(result, run_dir)
 
 
+def _add_export_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a saved run as a TF Serving bundle",
+        description=(
+            "Exports the fold ensemble of a saved run directory (models loaded with safe_mode=True) as "
+            "a TF Serving bundle BASE_PATH/<version> with the signatures serving_default, predict_folds "
+            "and predict_randomized, warmup records and tfcv.json metadata, checked before it is published."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `tfcv run` or CVResult.save")
+    p.add_argument("--base-path", dest="base_path", required=True,
+                   help="model base path that TF Serving polls, e.g. serving/models/digits")
+    p.add_argument("--version", type=int, help="version to write (default: one above the highest present)")
+    p.add_argument("--samples", type=int, default=16, help="randomized forward passes per input (default 16)")
+    p.add_argument("--no-randomized", dest="randomized", action="store_false",
+                   help="leave the predict_randomized signature out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    p.set_defaults(handler=_export_command)
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    from tfcv.export import Randomized, export_saved_model
+
+    randomized = Randomized(args.samples) if args.randomized else None
+    path = export_saved_model(
+        args.run_dir, args.base_path, version=args.version, randomized=randomized, overwrite=args.overwrite,
+    )
+    print(f"Exported TF Serving bundle to {path}")
+    return 0
+
+
+def _add_inspect_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="print a bundle's signatures and metadata",
+        description="Prints the signatures (names, inputs, outputs, dtypes, shapes) and the tfcv metadata "
+        "of a TF Serving version directory written by `tfcv export`.",
+    )
+    p.add_argument("version_dir", metavar="VERSION_DIR", help="a version directory, e.g. serving/models/digits/1")
+    p.set_defaults(handler=_inspect_command)
+
+
+def _inspect_command(args: argparse.Namespace) -> int:
+    from tfcv.export import describe
+
+    print(describe(args.version_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tfcv import __version__
 
@@ -196,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tfcv {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_parser(subparsers)
+    _add_export_parser(subparsers)
+    _add_inspect_parser(subparsers)
     return parser
 
 

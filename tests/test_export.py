@@ -1,0 +1,422 @@
+"""Tests of tfcv.export: TF Serving bundles, randomized signatures, verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+import tfcv
+from tfcv import export
+from tfcv.export import BundleError, Randomized
+
+
+def _numeric_dirs(base):
+    return sorted(name for name in os.listdir(base) if name.isdigit())
+
+
+def _leftovers(base):
+    return sorted(name for name in os.listdir(base) if name.startswith("."))
+
+
+def _warmup_logs(version_dir):
+    path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
+    return [prediction_log_pb2.PredictionLog.FromString(bytes(r.numpy())) for r in tf.data.TFRecordDataset(path)]
+
+
+def bn_dropout_model(seed=0):
+    """A model whose BatchNormalization statistics are far from the batch
+    statistics of its inputs, so training-mode BatchNorm would be obvious."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dropout(0.5)(h)
+    outputs = keras.layers.Dense(10, activation="softmax")(h)
+    model = keras.Model(inputs, outputs)
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full(8, 0.7, "float32"))
+    bn.moving_variance.assign(np.full(8, 3.0, "float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def ensemble_bundle(cv_result, tmp_path_factory):
+    base = tmp_path_factory.mktemp("serving") / "digits"
+    path = export.export_saved_model(cv_result, base, metadata={"owner": "tests"})
+    return path
+
+
+# ------------------------------------------------------------ fold ensemble
+
+
+def test_fold_ensemble_matches_result_ensemble(cv_result, ensemble_bundle, digits):
+    x, _ = digits
+    x = x[:300]
+    assert os.path.basename(ensemble_bundle) == "1"
+    for name in ("saved_model.pb", "variables", "assets.extra/tfcv.json", "assets.extra/tf_serving_warmup_requests"):
+        assert os.path.exists(os.path.join(ensemble_bundle, name)), name
+
+    loaded = tf.saved_model.load(ensemble_bundle, tags=["serve"])
+    assert set(loaded.signatures) == {"serving_default", "predict_folds", "predict_randomized"}
+    served = loaded.signatures["serving_default"](inputs=tf.constant(x))["outputs"].numpy()
+    expected = cv_result.ensemble("mean").predict(x, verbose=0)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+    folds = loaded.signatures["predict_folds"](inputs=tf.constant(x))["outputs"].numpy()
+    assert folds.shape == (300, 3, 10)
+    for k, model in enumerate(cv_result.models):
+        np.testing.assert_allclose(folds[:, k], model.predict(x, verbose=0), atol=1e-5)
+
+    randomized = loaded.signatures["predict_randomized"](inputs=tf.constant(x[:20]))
+    assert set(randomized) == {"mean", "std", "predictive_entropy", "agreement"}
+    # The tiny CNN has no random layer: the folds are the only variation,
+    # and every fold has the same weight, so the mean is the fold mean.
+    np.testing.assert_allclose(randomized["mean"].numpy(), served[:20], atol=1e-5)
+    np.testing.assert_allclose(randomized["std"].numpy(), folds[:20].std(axis=1), atol=1e-5)
+    agreement = randomized["agreement"].numpy()
+    votes = folds[:20].argmax(-1)
+    expected_agreement = [np.bincount(row, minlength=10).max() / 3 for row in votes]
+    np.testing.assert_allclose(agreement, expected_agreement, atol=1e-6)
+    p = served[:20]
+    np.testing.assert_allclose(
+        randomized["predictive_entropy"].numpy(), -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1), atol=1e-4
+    )
+
+
+def test_metadata(cv_result, ensemble_bundle):
+    with open(os.path.join(ensemble_bundle, "assets.extra", "tfcv.json")) as f:
+        meta = json.load(f)
+    assert meta["n_folds"] == 3
+    assert meta["task"] == "classification"
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["input_spec"] == {"name": "inputs", "shape": [None, 8, 8, 1], "dtype": "float32", "range": [0.0, 1.0]}
+    assert meta["scores"]["per_fold"]["accuracy"] == pytest.approx(cv_result.scores["accuracy"])
+    assert meta["scores"]["mean"]["accuracy"] == pytest.approx(cv_result.mean("accuracy"))
+    assert meta["scores"]["std"]["accuracy"] == pytest.approx(cv_result.std("accuracy"))
+    assert meta["randomized"] == {"samples": 16, "augmentation": True, "mc_dropout": True, "seed": None,
+                                  "samples_per_fold": [6, 5, 5]}
+    assert meta["versions"] == {"tfcv": tfcv.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+    assert meta["metadata"] == {"owner": "tests"}
+    assert meta["signatures"]["predict_folds"]["outputs"]["outputs"] == {"dtype": "float32", "shape": [None, 3, 10]}
+
+    table = export.describe(ensemble_bundle)
+    for fragment in ("serving_default", "predict_folds", "predict_randomized", "predictive_entropy",
+                     "(None, 3, 10)", "cv accuracy", "samples=16", "9 records"):
+        assert fragment in table, fragment
+
+
+def test_warmup_parses_with_serving_protos_and_replays(ensemble_bundle):
+    logs = _warmup_logs(ensemble_bundle)
+    assert len(logs) == 9
+    per_signature = {}
+    for log in logs:
+        assert log.WhichOneof("log_type") == "predict_log"
+        request = log.predict_log.request
+        assert request.model_spec.name == "digits"
+        value = tf.make_ndarray(request.inputs["inputs"])
+        assert value.dtype == np.float32 and value.shape[1:] == (8, 8, 1)
+        assert 0.0 <= value.min() and value.max() <= 1.0
+        per_signature.setdefault(request.model_spec.signature_name, []).append(value.shape[0])
+    assert per_signature == {name: [1, 2, 5] for name in ("serving_default", "predict_folds", "predict_randomized")}
+
+    # verify() loads the bundle in a fresh process and replays every record.
+    report = export.verify(ensemble_bundle)
+    assert report == {"signatures": ["predict_folds", "predict_randomized", "serving_default"], "replayed": 9}
+
+
+def test_verify_names_the_defect(ensemble_bundle, tmp_path):
+    broken = tmp_path / "1"
+    shutil.copytree(ensemble_bundle, broken)
+    warmup = broken / "assets.extra" / "tf_serving_warmup_requests"
+    logs = _warmup_logs(str(broken))
+    request = logs[4].predict_log.request
+    request.inputs["inputs"].CopyFrom(tf.make_tensor_proto(np.zeros((2, 8, 8), "float32")))
+    with tf.io.TFRecordWriter(str(warmup)) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+    with pytest.raises(BundleError, match=r"warmup record 4 \(signature 'predict_folds'\).*shape"):
+        export.verify(broken, fresh_process=False)
+
+    meta_path = broken / "assets.extra" / "tfcv.json"
+    meta = json.loads(meta_path.read_text())
+    meta["signatures"]["predict_randomized"]["outputs"]["mean"]["shape"] = [None, 11]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"'predict_randomized' output 'mean' is float32 \[None, 10\], expected"):
+        export.verify(broken, fresh_process=False)
+
+    os.remove(broken / "saved_model.pb")
+    with pytest.raises(BundleError, match="no saved_model.pb"):
+        export.verify(broken)
+
+
+# -------------------------------------------------------- randomized passes
+
+
+def test_randomized_keeps_batchnorm_in_inference_and_updates_no_state(tmp_path):
+    model = bn_dropout_model()
+    x = np.random.default_rng(1).random((4, 8, 8, 1), dtype="float32")
+    before = [v.numpy().copy() for v in model.variables if "seed_generator" not in v.path]
+    base = tmp_path / "bn"
+
+    off = export.export_saved_model(model, base, randomized=Randomized(8, augmentation=False, mc_dropout=False))
+    on = export.export_saved_model(model, base, randomized=Randomized(8))
+    assert [os.path.basename(off), os.path.basename(on)] == ["1", "2"]
+    after = [v.numpy() for v in model.variables if "seed_generator" not in v.path]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(b, a)
+
+    # Off: randomized passes are inference passes, so the mean is the
+    # deterministic prediction. Training-mode BatchNorm would be far off.
+    loaded = tf.saved_model.load(off)
+    served = loaded.signatures["serving_default"](image=x)["outputs"].numpy()
+    np.testing.assert_allclose(served, model(x, training=False).numpy(), atol=1e-5)
+    assert np.abs(served - model(x, training=True).numpy()).max() > 1e-2
+    randomized = loaded.signatures["predict_randomized"](image=x)
+    np.testing.assert_allclose(randomized["mean"].numpy(), served, atol=1e-6)
+    assert np.abs(randomized["std"].numpy()).max() < 1e-6
+    np.testing.assert_allclose(randomized["agreement"].numpy(), 1.0)
+
+    # On: dropout randomizes, BatchNorm still uses its moving statistics.
+    loaded = tf.saved_model.load(on)
+    serve, rand = loaded.signatures["serving_default"], loaded.signatures["predict_randomized"]
+    first = serve(image=x)["outputs"].numpy()
+    np.testing.assert_array_equal(first, served)
+    a, b = rand(image=x), rand(image=x)
+    assert a["std"].numpy().max() > 1e-3
+    assert not np.array_equal(a["mean"].numpy(), b["mean"].numpy())
+    assert np.all((a["agreement"].numpy() > 0) & (a["agreement"].numpy() <= 1))
+    variables = {v.name: v.numpy().copy() for v in loaded.variables}
+    one = x[:1]
+    for _ in range(1000):
+        rand(image=one)
+    np.testing.assert_array_equal(serve(image=x)["outputs"].numpy(), first)
+    state = {v.name for v in loaded.randomized_state}
+    changed = {v.name for v in loaded.variables if not np.array_equal(v.numpy(), variables[v.name])}
+    assert changed and changed <= state
+
+
+def test_randomized_seed_replays_after_reload(tmp_path):
+    model = bn_dropout_model()
+    x = np.random.default_rng(2).random((3, 8, 8, 1), dtype="float32")
+    state = [v.numpy().copy() for v in model.variables if "seed_generator" in v.path]
+    paths = [export.export_saved_model(model, tmp_path / "seeded", randomized=Randomized(4, seed=7), warmup=False)
+             for _ in range(2)]
+    np.testing.assert_array_equal([v.numpy() for v in model.variables if "seed_generator" in v.path], state)
+    outputs = [tf.saved_model.load(p).signatures["predict_randomized"](image=x)["mean"].numpy() for p in paths]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert not os.path.exists(os.path.join(paths[0], "assets.extra", "tf_serving_warmup_requests"))
+    assert export.verify(paths[0], fresh_process=False)["replayed"] == 2
+
+
+def test_randomized_validates_its_arguments(cv_result, tmp_path):
+    assert repr(Randomized(4)) == "Randomized(samples=4, augmentation=True, mc_dropout=True, seed=None)"
+    with pytest.raises(ValueError, match="samples=0"):
+        Randomized(0)
+    with pytest.raises(TypeError, match="mc_dropout='yes'"):
+        Randomized(4, mc_dropout="yes")
+    with pytest.raises(ValueError, match="samples=2 for 3 fold models"):
+        export.export_saved_model(cv_result, tmp_path / "m", randomized=Randomized(2))
+    with pytest.raises(TypeError, match="randomized=16"):
+        export.export_saved_model(cv_result, tmp_path / "m", randomized=16)
+    assert not os.path.exists(tmp_path / "m" / "1")
+
+
+def test_without_randomized_and_other_tasks(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,))
+    outputs = keras.layers.Dense(2)(keras.layers.Dense(8, activation="relu")(inputs))
+    regressor = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).uniform(-3, 3, (6, 5)).astype("float32")
+
+    path = export.export_saved_model(regressor, tmp_path / "reg", randomized=None, metadata={"input_range": [-3, 3]})
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default"}
+    np.testing.assert_allclose(loaded.signatures["serving_default"](inputs=x)["outputs"], regressor(x), atol=1e-5)
+    meta = json.loads(open(os.path.join(path, "assets.extra", "tfcv.json")).read())
+    assert meta["task"] == "regression" and meta["class_names"] is None and meta["randomized"] is None
+    values = [tf.make_ndarray(log.predict_log.request.inputs["inputs"]) for log in _warmup_logs(path)]
+    assert min(v.min() for v in values) >= -3 and max(v.max() for v in values) <= 3
+    assert min(v.min() for v in values) < 0
+
+    # A classifier that outputs logits serves probabilities.
+    path = export.export_saved_model(regressor, tmp_path / "logits", randomized=Randomized(2),
+                                     metadata={"task": "classification", "class_names": ["no", "yes"]})
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures["serving_default"](inputs=x)["outputs"].numpy()
+    np.testing.assert_allclose(served, tf.nn.softmax(regressor(x)).numpy(), atol=1e-5)
+    assert set(loaded.signatures["predict_randomized"](inputs=x)) == {"mean", "std", "predictive_entropy", "agreement"}
+    with pytest.raises(ValueError, match="3 names for a model with 2 classes"):
+        export.export_saved_model(regressor, tmp_path / "bad", metadata={"task": "classification",
+                                                                         "class_names": ["a", "b", "c"]})
+
+
+# ------------------------------------------------------------------ safety
+
+
+class _Unregistered(keras.layers.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def _save(model, path):
+    model.save(path)
+    return str(path)
+
+
+def test_export_refuses_unsafe_files(cv_result, tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs))
+    foreign_model = keras.Model(inputs, _Unregistered()(inputs))
+    for model in (lambda_model, foreign_model):
+        path = _save(model, tmp_path / f"{model.layers[-1].name}.keras")
+        with pytest.raises(ValueError, match=r"(?s)Cannot load the model in .*safe"):
+            export.export_saved_model(path, tmp_path / "serving")
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(cv_result.run_dir, run_dir)
+    _save(lambda_model, run_dir / "fold_1" / "model.keras")
+    with pytest.raises(ValueError, match=r"fold_1.*safe_mode=True"):
+        export.export_saved_model(run_dir, tmp_path / "serving")
+    assert not os.path.exists(tmp_path / "serving") or _numeric_dirs(tmp_path / "serving") == []
+
+    source = open(export.__file__).read()
+    for unsafe in ("safe_mode=False", "enable_unsafe_deserialization", "pickle"):
+        assert unsafe not in source
+
+
+def test_exports_a_saved_run_directory(cv_result, tmp_path):
+    path = export.export_saved_model(cv_result.run_dir, tmp_path / "digits", randomized=None, warmup=False)
+    x = np.random.default_rng(0).random((5, 8, 8, 1), dtype="float32")
+    served = tf.saved_model.load(path).signatures["serving_default"](inputs=x)["outputs"].numpy()
+    np.testing.assert_allclose(served, cv_result.predict(x), atol=1e-5)
+
+
+@keras.saving.register_keras_serializable(package="tfcv_tests")
+class EagerOnlyOffset(keras.layers.Layer):
+    """Adds 1 when run eagerly: a layer whose traced graph differs from the model."""
+
+    def call(self, x):
+        return x + (1.0 if tf.executing_eagerly() else 0.0)
+
+
+def test_mismatch_with_in_memory_model_publishes_nothing(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, EagerOnlyOffset()(keras.layers.Dense(3)(inputs)))
+    with pytest.raises(BundleError, match=r"serving_default output 'outputs' differs .* by 1"):
+        export.export_saved_model(model, tmp_path / "m")
+    assert os.listdir(tmp_path / "m") == []
+
+
+# ----------------------------------------------------------- atomic publish
+
+
+def test_injected_failure_publishes_nothing_and_next_export_succeeds(tmp_path, monkeypatch):
+    model = bn_dropout_model()
+    base = tmp_path / "m"
+    monkeypatch.setenv("TFCV_EXPORT_FAULT", "raise")
+    with pytest.raises(RuntimeError, match="injected"):
+        export.export_saved_model(model, base, randomized=Randomized(2))
+    assert os.listdir(base) == []
+    monkeypatch.delenv("TFCV_EXPORT_FAULT")
+    assert export.export_saved_model(model, base, randomized=Randomized(2)) == str(base / "1")
+
+    with pytest.raises(FileExistsError, match="Version 1 already exists"):
+        export.export_saved_model(model, base, version=1)
+    assert export.export_saved_model(model, base, version=1, overwrite=True, randomized=None) == str(base / "1")
+    assert "predict_randomized" not in tf.saved_model.load(str(base / "1")).signatures
+    assert export.export_saved_model(model, base, version=7, randomized=None) == str(base / "7")
+    assert export.export_saved_model(model, base, randomized=None) == str(base / "8")
+    assert _numeric_dirs(base) == ["1", "7", "8"] and _leftovers(base) == []
+
+
+@pytest.mark.slow
+def test_killed_export_leaves_no_version_and_next_export_succeeds(tmp_path):
+    model_path = _save(bn_dropout_model(), tmp_path / "model.keras")
+    base = tmp_path / "serving" / "m"
+    code = "import sys; from tfcv.export import export_saved_model; export_saved_model(sys.argv[1], sys.argv[2])"
+    env = {**os.environ, "TFCV_EXPORT_FAULT": "kill", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", code, model_path, str(base)], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    leftovers = _leftovers(base)
+    assert len(leftovers) == 1 and _numeric_dirs(base) == []
+    # The process died with the whole bundle written, just before the rename.
+    assert os.path.exists(base / leftovers[0] / "saved_model.pb")
+
+    path = export.export_saved_model(model_path, base)
+    assert path == str(base / "1")
+    assert _leftovers(base) == [] and _numeric_dirs(base) == ["1"]
+    assert export.verify(path, fresh_process=False)["replayed"] == 6
+
+
+# ------------------------------------------------------------- model config
+
+
+def test_write_model_config(tmp_path):
+    (tmp_path / "digits" / "1").mkdir(parents=True)
+    (tmp_path / "digits" / "2").mkdir()
+    path = export.write_model_config(tmp_path / "models.config", [
+        {"name": "digits", "base_path": tmp_path / "digits", "version_policy": [1, 2],
+         "version_labels": {"stable": 1, "canary": 2}},
+        {"name": "other", "base_path": str(tmp_path / "other"), "version_policy": {"latest": 2}},
+    ])
+    config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
+    first, second = config.model_config_list.config
+    assert (first.name, first.base_path, first.model_platform) == ("digits", str(tmp_path / "digits"), "tensorflow")
+    assert list(first.model_version_policy.specific.versions) == [1, 2]
+    assert dict(first.version_labels) == {"stable": 1, "canary": 2}
+    assert second.model_version_policy.latest.num_versions == 2
+
+    path = export.write_model_config(tmp_path / "simple.config", {"a": tmp_path / "a", "b": tmp_path / "b"})
+    config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
+    assert [c.name for c in config.model_config_list.config] == ["a", "b"]
+
+    with pytest.raises(ValueError, match="version 3 is not served"):
+        export.write_model_config(tmp_path / "x.config", [
+            {"name": "d", "base_path": tmp_path / "digits", "version_policy": [1], "version_labels": {"stable": 3}}])
+    with pytest.raises(ValueError, match="'d' appears twice"):
+        export.write_model_config(tmp_path / "x.config", [{"name": "d", "base_path": "a"}, {"name": "d", "base_path": "b"}])
+    with pytest.raises(ValueError, match="version_policy='newest'"):
+        export.write_model_config(tmp_path / "x.config", [{"name": "d", "base_path": "a", "version_policy": "newest"}])
+    with pytest.warns(UserWarning, match="does not exist yet"):
+        export.write_model_config(tmp_path / "x.config", [{"name": "d", "base_path": tmp_path / "digits",
+                                                           "version_labels": {"next": 9}}])
+    assert not os.path.exists(tmp_path / "x.config") or "next" in open(tmp_path / "x.config").read()
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def test_cli_export_and_inspect(cv_result, tmp_path, capsys):
+    from tfcv import cli
+
+    base = tmp_path / "serving" / "models" / "digits"
+    assert cli.main(["export", cv_result.run_dir, "--base-path", str(base), "--samples", "3"]) == 0
+    assert f"Exported TF Serving bundle to {base / '1'}" in capsys.readouterr().out
+    meta = json.loads((base / "1" / "assets.extra" / "tfcv.json").read_text())
+    assert meta["randomized"]["samples"] == 3 and meta["n_folds"] == 3
+
+    assert cli.main(["export", cv_result.run_dir, "--base-path", str(base), "--version", "5", "--no-randomized"]) == 0
+    assert "predict_randomized" not in export.read_signature_defs(base / "5")
+    assert cli.main(["export", cv_result.run_dir, "--base-path", str(base), "--version", "5"]) == 2
+    assert "Version 5 already exists" in capsys.readouterr().err
+
+    assert cli.main(["inspect", str(base / "1")]) == 0
+    out = capsys.readouterr().out
+    for fragment in ("serving_default", "input   inputs", "float32", "(None, 8, 8, 1)", "predict_folds",
+                     "(None, 3, 10)", "cv accuracy", "samples=3"):
+        assert fragment in out, fragment
+    assert cli.main(["inspect", str(tmp_path)]) == 2
+    assert "not a SavedModel version directory" in capsys.readouterr().err
