@@ -35,11 +35,13 @@ def _warmup_logs(version_dir):
 
 
 def bn_dropout_model(seed=0):
-    """A model whose BatchNormalization statistics are far from the batch
-    statistics of its inputs, so training-mode BatchNorm would be obvious."""
+    """Augmentation, BatchNormalization and dropout. The BatchNormalization
+    statistics are far from the batch statistics of its inputs, so
+    training-mode BatchNorm would be obvious."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    h = tfcv.layers.Augmentation([{"translate": 0.25}, {"contrast": 0.3}], seed=seed)(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same")(h)
     h = keras.layers.BatchNormalization(name="bn")(h)
     h = keras.layers.ReLU()(h)
     h = keras.layers.Flatten()(h)
@@ -171,7 +173,8 @@ def test_randomized_keeps_batchnorm_in_inference_and_updates_no_state(tmp_path):
     before = [v.numpy().copy() for v in model.variables if "seed_generator" not in v.path]
     base = tmp_path / "bn"
 
-    off = export.export_saved_model(model, base, randomized=Randomized(8, augmentation=False, mc_dropout=False))
+    with pytest.warns(UserWarning, match="deterministic"):
+        off = export.export_saved_model(model, base, randomized=Randomized(8, augmentation=False, mc_dropout=False))
     on = export.export_saved_model(model, base, randomized=Randomized(8))
     assert [os.path.basename(off), os.path.basename(on)] == ["1", "2"]
     after = [v.numpy() for v in model.variables if "seed_generator" not in v.path]
@@ -206,6 +209,27 @@ def test_randomized_keeps_batchnorm_in_inference_and_updates_no_state(tmp_path):
     state = {v.name for v in loaded.randomized_state}
     changed = {v.name for v in loaded.variables if not np.array_equal(v.numpy(), variables[v.name])}
     assert changed and changed <= state
+
+
+@pytest.mark.parametrize("augmentation", [True, False])
+def test_each_source_of_randomness_alone(tmp_path, augmentation):
+    model = bn_dropout_model()
+    x = np.random.default_rng(3).random((4, 8, 8, 1), dtype="float32")
+    path = export.export_saved_model(
+        model, tmp_path / "m", randomized=Randomized(8, augmentation=augmentation, mc_dropout=not augmentation),
+        warmup=False,
+    )
+    rand = tf.saved_model.load(path).signatures["predict_randomized"]
+    a, b = rand(image=x), rand(image=x)
+    assert a["std"].numpy().max() > 1e-3
+    assert not np.array_equal(a["mean"].numpy(), b["mean"].numpy())
+
+
+def test_warns_when_nothing_randomizes(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    with pytest.warns(UserWarning, match="predict_randomized will be deterministic"):
+        export.export_saved_model(model, tmp_path / "m", randomized=Randomized(2), warmup=False)
 
 
 def test_randomized_seed_replays_after_reload(tmp_path):
@@ -252,15 +276,16 @@ def test_without_randomized_and_other_tasks(tmp_path):
     assert min(v.min() for v in values) < 0
 
     # A classifier that outputs logits serves probabilities.
-    path = export.export_saved_model(regressor, tmp_path / "logits", randomized=Randomized(2),
-                                     metadata={"task": "classification", "class_names": ["no", "yes"]})
+    with pytest.warns(UserWarning, match="deterministic"):
+        path = export.export_saved_model(regressor, tmp_path / "logits", randomized=Randomized(2),
+                                         metadata={"task": "classification", "class_names": ["no", "yes"]})
     loaded = tf.saved_model.load(path)
     served = loaded.signatures["serving_default"](inputs=x)["outputs"].numpy()
     np.testing.assert_allclose(served, tf.nn.softmax(regressor(x)).numpy(), atol=1e-5)
     assert set(loaded.signatures["predict_randomized"](inputs=x)) == {"mean", "std", "predictive_entropy", "agreement"}
     with pytest.raises(ValueError, match="3 names for a model with 2 classes"):
-        export.export_saved_model(regressor, tmp_path / "bad", metadata={"task": "classification",
-                                                                         "class_names": ["a", "b", "c"]})
+        export.export_saved_model(regressor, tmp_path / "bad", randomized=None,
+                                  metadata={"task": "classification", "class_names": ["a", "b", "c"]})
 
 
 # ------------------------------------------------------------------ safety

@@ -420,6 +420,14 @@ class _ExportPlan:
                 f"Invalid value for argument `randomized`. Received: samples={randomized.samples} for "
                 f"{self.n_folds} fold models. Expected samples >= {self.n_folds}, so that every fold contributes."
             )
+        if randomized is not None and self.n_folds == 1 and not _has_random_layers(first, randomized):
+            warnings.warn(
+                f"predict_randomized will be deterministic (std 0): model {first.name!r} has no layer that "
+                f"{randomized!r} randomizes (tfcv.layers.Augmentation with augmentation=True, dropout "
+                "layers with mc_dropout=True). Pass randomized=None to leave the signature out.",
+                UserWarning,
+                stacklevel=3,
+            )
         self.input_range = self._input_range(warmup)
         self.warmup = warmup is not False and warmup is not None
         if self.warmup and any(d is None for d in self.input_shape[1:]):
@@ -521,7 +529,7 @@ class _ExportPlan:
         return [samples // folds + (1 if k < samples % folds else 0) for k in range(folds)]
 
     def predict_randomized(self, x):
-        from tfcv.layers.randomized import randomized_inference
+        from tfcv.layers import randomized_inference
 
         config = self.randomized
         counts = self.samples_per_fold()
@@ -692,6 +700,14 @@ class _ExportPlan:
             "versions": {"tfcv": tfcv.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             "metadata": extra,
         }
+
+
+def _has_random_layers(model, randomized: Randomized) -> bool:
+    from tfcv.layers import Augmentation
+    from tfcv.layers.randomized import _DROPOUT_ROOTS
+
+    kinds = (Augmentation,) * bool(randomized.augmentation) + _DROPOUT_ROOTS * bool(randomized.mc_dropout)
+    return any(isinstance(layer, kinds) for layer in model._flatten_layers(include_self=False))
 
 
 def _single_argument(fn):
