@@ -56,3 +56,84 @@ def cv_result(small_digits, tmp_path_factory):
 @pytest.fixture()
 def rng():
     return np.random.default_rng(0)
+
+
+def run_layer_test(
+    layer_cls,
+    init_kwargs,
+    input_data,
+    tmp_path,
+    *,
+    expected_output_shapes=None,
+    expected_output_dtypes=None,
+    randomizes=True,
+    identity_at_inference=True,
+    saved_model=True,
+):
+    """Checks a tfcv layer as Keras' `run_layer_test` checks Keras layers
+    (keras/src/testing/test_case.py), and returns the layer.
+
+    `input_data` is an array or a tuple of arrays (the positional inputs);
+    outputs may be a tensor or a tuple. Checked: `get_config` ->
+    `from_config` and Keras (de)serialization; output shapes and dtypes
+    (default: those of the inputs); `training=True` changes the first
+    output (if `randomizes`) and `training=False` returns the inputs
+    exactly (if `identity_at_inference`, else deterministically); the same
+    inside `tf.function`; a functional model holding the layer survives a
+    `.keras` save/load (safe_mode) and a SavedModel export with identical
+    inference outputs.
+    """
+    import tensorflow as tf
+
+    inputs = tuple(np.asarray(a) for a in (input_data if isinstance(input_data, tuple) else (input_data,)))
+    shapes = [tuple(s) for s in expected_output_shapes] if expected_output_shapes else [a.shape for a in inputs]
+    dtypes = list(expected_output_dtypes) if expected_output_dtypes else [a.dtype for a in inputs]
+
+    def flat(outputs):
+        return [np.asarray(o) for o in keras.tree.flatten(outputs)]
+
+    def check_outputs(outputs, training):
+        assert [o.shape for o in outputs] == shapes, f"training={training}: output shapes"
+        assert [o.dtype for o in outputs] == [np.dtype(d) for d in dtypes], f"training={training}: output dtypes"
+        if training and randomizes:
+            assert not np.allclose(outputs[0].astype("float64"), inputs[0].astype("float64")), "no change in training"
+        if not training and identity_at_inference:
+            for out, a in zip(outputs, inputs, strict=True):
+                np.testing.assert_array_equal(out, a)
+
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    assert layer_cls.from_config(config).get_config() == config
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(revived) is layer_cls and revived.get_config() == config
+
+    check_outputs(flat(layer(*inputs, training=True)), True)
+    inferred = flat(layer(*inputs, training=False))
+    check_outputs(inferred, False)
+    for again, first in zip(flat(layer(*inputs, training=False)), inferred, strict=True):
+        np.testing.assert_array_equal(again, first)
+
+    check_outputs(flat(tf.function(lambda *t: layer(*t, training=True))(*inputs)), True)
+    for traced, first in zip(flat(tf.function(lambda *t: layer(*t, training=False))(*inputs)), inferred, strict=True):
+        np.testing.assert_array_equal(traced, first)
+
+    symbolic = [keras.Input(a.shape[1:], dtype=str(a.dtype)) for a in inputs]
+    model = keras.Model(symbolic if len(symbolic) > 1 else symbolic[0], layer_cls(**init_kwargs)(*symbolic))
+    feed = list(inputs) if len(inputs) > 1 else inputs[0]
+    expected = flat(model(feed, training=False))
+    path = tmp_path / f"{layer_cls.__name__}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    loaded_layer = next(lay for lay in loaded.layers if isinstance(lay, layer_cls))
+    assert loaded_layer.get_config() == model.layers[-1].get_config()
+    for got, want in zip(flat(loaded(feed, training=False)), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    check_outputs(flat(loaded(feed, training=True)), True)
+    if saved_model:
+        export_dir = str(tmp_path / f"{layer_cls.__name__}_saved_model")
+        model.export(export_dir, format="tf_saved_model", verbose=False)
+        reloaded = tf.saved_model.load(export_dir)  # keep a reference: it owns the variables
+        served = flat(reloaded.serve(feed))
+        for got, want in zip(served, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    return layer
