@@ -1,0 +1,709 @@
+"""Tests of tfcv.serving: the TF-Serving-compatible server, run as a real subprocess.
+
+Two servers are started per module (TensorFlow's import dominates their
+start-up): `python -m tfcv.serving` with a TF Serving `models.config`
+(versions 1 and 2, labels) and `tfcv serve` with `--model_base_path`,
+`--strict` and batching off, whose base path the tests publish into.
+Answers are compared with the SavedModel signatures called in-process; gRPC
+goes through the official `tensorflow_serving.apis` stubs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import httpx
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from tfcv import export
+from tfcv.serving import (
+    Batcher,
+    BatchingOptions,
+    InvalidArgument,
+    ModelConfig,
+    ModelRegistry,
+    ServerOptions,
+    read_model_config_file,
+)
+from tfcv.serving.rest import decode_predict_request
+from tfcv.serving.servable import Signature, read_signature_defs
+
+pytestmark = pytest.mark.slow
+
+MODEL = "digits"
+LIVE = "live"
+RANDOMIZED_OUTPUTS = {"mean", "std", "predictive_entropy", "agreement"}
+MAX_BODY = 200_000
+START_TIMEOUT = 180
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def small_model(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Flatten()(inputs)
+    h = keras.layers.Dense(16, activation="relu")(h)
+    h = keras.layers.Dropout(0.3)(h)
+    outputs = keras.layers.Dense(10, activation="softmax")(h)
+    return keras.Model(inputs, outputs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def publish_copy(source: str, base: str, version: int, mutate=None) -> str:
+    """Publishes a copy of a version directory atomically, as the exporter does."""
+    tmp = os.path.join(base, f".tfcv-tmp-copy-{version}")
+    shutil.copytree(source, tmp)
+    if mutate is not None:
+        mutate(tmp)
+    target = os.path.join(base, str(version))
+    os.replace(tmp, target)
+    return target
+
+
+class Server:
+    def __init__(self, argv, *, rest_port, grpc_port, log_path):
+        self.rest = f"http://127.0.0.1:{rest_port}"
+        self.grpc_target = f"127.0.0.1:{grpc_port}"
+        self.log_path = log_path
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.channel = None
+
+    def wait_until_available(self, model: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                response = httpx.get(f"{self.rest}/v1/models/{model}", timeout=2)
+                if response.status_code == 200 and "AVAILABLE" in response.text:
+                    self.channel = grpc.insecure_channel(self.grpc_target)
+                    grpc.channel_ready_future(self.channel).result(timeout=30)
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"server not ready after {START_TIMEOUT}s:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def predict_stub(self):
+        return prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def grpc_request(model=MODEL, signature="serving_default", x=None, *, version=None, label=None, name="image"):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    if label is not None:
+        request.model_spec.version_label = label
+    if x is not None:
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(x))
+    return request
+
+
+def call_signature(loaded, x, signature="serving_default") -> dict:
+    return {k: v.numpy() for k, v in loaded.signatures[signature](image=tf.constant(x)).items()}
+
+
+def assert_close(got, want):
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float32), want, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """Versions 1 and 2 of `digits`, written by tfcv.export, and their loaded SavedModels."""
+    root = tmp_path_factory.mktemp("serving")
+    base = str(root / MODEL)
+    randomized = export.Randomized(samples=4, seed=0)
+    paths = {v: export.export_saved_model(small_model(v), base, version=v, randomized=randomized) for v in (1, 2)}
+    loaded = {v: tf.saved_model.load(p) for v, p in paths.items()}
+    return {"root": root, "base": base, "paths": paths, "loaded": loaded}
+
+
+@pytest.fixture(scope="module")
+def x(digits):
+    return digits[0][:5]
+
+
+@pytest.fixture(scope="module")
+def server(bundles):
+    """`python -m tfcv.serving` with a models.config serving versions 1 and 2 of `digits`."""
+    config = export.write_model_config(bundles["root"] / "models.config", [{
+        "name": MODEL, "base_path": bundles["base"], "version_policy": [1, 2],
+        "version_labels": {"stable": 1, "canary": 2},
+    }])
+    rest_port, grpc_port = free_port(), free_port()
+    srv = Server(
+        [sys.executable, "-m", "tfcv.serving", f"--model_config_file={config}", f"--port={grpc_port}",
+         f"--rest_api_port={rest_port}", f"--max_body_bytes={MAX_BODY}", "--batch_timeout_micros=2000"],
+        rest_port=rest_port, grpc_port=grpc_port, log_path=bundles["root"] / "server.log",
+    )
+    try:
+        srv.wait_until_available(MODEL)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def live(bundles, tmp_path_factory):
+    """`tfcv serve` on a base path that starts with version 1, strict, batching off."""
+    base = str(tmp_path_factory.mktemp("live") / LIVE)
+    os.makedirs(base)
+    publish_copy(bundles["paths"][1], base, 1)
+    rest_port, grpc_port = free_port(), free_port()
+    tfcv_script = os.path.join(os.path.dirname(sys.executable), "tfcv")
+    srv = Server(
+        [tfcv_script, "serve", "--model_name", LIVE, "--model_base_path", base, "--port", str(grpc_port),
+         "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0.2", "--strict",
+         "--enable_batching=false"],
+        rest_port=rest_port, grpc_port=grpc_port, log_path=os.path.join(os.path.dirname(base), "server.log"),
+    )
+    srv.base = base
+    try:
+        srv.wait_until_available(LIVE)
+        yield srv
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------- REST answers
+
+
+def test_rest_status_matches_tf_serving_format(server):
+    body = httpx.get(f"{server.rest}/v1/models/{MODEL}").json()
+    ok = {"error_code": "OK", "error_message": ""}
+    assert body == {"model_version_status": [
+        {"version": "2", "state": "AVAILABLE", "status": ok},
+        {"version": "1", "state": "AVAILABLE", "status": ok},
+    ]}
+    one = httpx.get(f"{server.rest}/v1/models/{MODEL}/versions/1").json()
+    assert one == {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": ok}]}
+    stable = httpx.get(f"{server.rest}/v1/models/{MODEL}/labels/stable").json()
+    assert stable == one
+
+
+def test_rest_metadata_lists_signatures(server, bundles):
+    body = httpx.get(f"{server.rest}/v1/models/{MODEL}/metadata").json()
+    assert body["model_spec"] == {"name": MODEL, "signature_name": "", "version": "2"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert {"serving_default", "predict_randomized"} <= set(signatures)
+    image = signatures["serving_default"]["inputs"]["image"]
+    assert image["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in image["tensor_shape"]["dim"]] == ["-1", "8", "8", "1"]
+    assert set(signatures["predict_randomized"]["outputs"]) == RANDOMIZED_OUTPUTS
+    v1 = httpx.get(f"{server.rest}/v1/models/{MODEL}/versions/1/metadata").json()
+    assert v1["model_spec"]["version"] == "1"
+
+
+def test_rest_row_and_columnar_formats_equal_in_process_calls(server, bundles, x):
+    url = f"{server.rest}/v1/models/{MODEL}"
+    for path, version in ((":predict", 2), ("/versions/1:predict", 1), ("/labels/canary:predict", 2)):
+        want = next(iter(call_signature(bundles["loaded"][version], x).values()))
+        rows = httpx.post(url + path, json={"instances": x.tolist()})
+        assert rows.status_code == 200, rows.text
+        predictions = rows.json()["predictions"]
+        assert len(predictions) == len(x) and len(predictions[0]) == 10
+        assert_close(predictions, want)
+        columns = httpx.post(url + path, json={"inputs": {"image": x.tolist()}, "signature_name": "serving_default"})
+        assert columns.status_code == 200, columns.text
+        assert_close(columns.json()["outputs"], want)
+    # Versions differ, so the routing above is really checked.
+    v1, v2 = (next(iter(call_signature(bundles["loaded"][v], x).values())) for v in (1, 2))
+    assert not np.allclose(v1, v2, atol=1e-3)
+
+
+def test_rest_several_outputs_come_as_objects(server, x):
+    url = f"{server.rest}/v1/models/{MODEL}:predict"
+    rows = httpx.post(url, json={"signature_name": "predict_randomized", "instances": [{"image": i} for i in x.tolist()]})
+    assert rows.status_code == 200, rows.text
+    predictions = rows.json()["predictions"]
+    assert len(predictions) == len(x)
+    assert set(predictions[0]) == RANDOMIZED_OUTPUTS
+    assert len(predictions[0]["mean"]) == 10 and isinstance(predictions[0]["predictive_entropy"], float)
+    columns = httpx.post(url, json={"signature_name": "predict_randomized", "inputs": x.tolist()}).json()["outputs"]
+    assert set(columns) == RANDOMIZED_OUTPUTS
+    mean, std = np.array(columns["mean"]), np.array(columns["std"])
+    assert mean.shape == std.shape == (len(x), 10)
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-4)
+    assert (std >= 0).all() and std.max() > 0  # dropout is on: the samples differ
+    agreement = np.array(columns["agreement"])
+    assert agreement.shape == (len(x),) and ((agreement >= 0) & (agreement <= 1)).all()
+
+
+def test_concurrent_rest_and_grpc_clients_get_their_own_answers(server, bundles, digits):
+    images = digits[0][:48]
+    want = next(iter(call_signature(bundles["loaded"][2], images).values()))
+    stub = server.predict_stub()
+    failures = []
+
+    def client(k):
+        try:
+            with httpx.Client() as http:
+                for i in range(k, len(images), 6):
+                    sample = images[i:i + 1]
+                    if i % 2:
+                        got = http.post(f"{server.rest}/v1/models/{MODEL}:predict",
+                                        json={"instances": sample.tolist()}).json()["predictions"]
+                    else:
+                        response = stub.Predict(grpc_request(x=sample), timeout=30)
+                        got = tf.make_ndarray(next(iter(response.outputs.values())))
+                    np.testing.assert_allclose(np.asarray(got, np.float32), want[i:i + 1], rtol=1e-5, atol=1e-6)
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+
+
+# --------------------------------------------------------------------- gRPC
+
+
+def test_grpc_predict_with_official_stub_equals_in_process_call(server, bundles, x):
+    stub = server.predict_stub()
+    for kwargs, version in (({}, 2), ({"version": 1}, 1), ({"label": "stable"}, 1)):
+        response = stub.Predict(grpc_request(x=x, **kwargs), timeout=30)
+        assert response.model_spec.name == MODEL
+        assert response.model_spec.version.value == version
+        assert response.model_spec.signature_name == "serving_default"
+        want = call_signature(bundles["loaded"][version], x)
+        assert set(response.outputs) == set(want)
+        for name, value in want.items():
+            assert_close(tf.make_ndarray(response.outputs[name]), value)
+    randomized = stub.Predict(grpc_request(signature="predict_randomized", x=x), timeout=30)
+    assert set(randomized.outputs) == RANDOMIZED_OUTPUTS
+    assert tf.make_ndarray(randomized.outputs["mean"]).shape == (len(x), 10)
+    request = grpc_request(signature="predict_randomized", x=x)
+    request.output_filter.append("std")
+    assert set(stub.Predict(request, timeout=30).outputs) == {"std"}
+
+
+def test_grpc_metadata_and_status(server, bundles):
+    stub = server.predict_stub()
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = MODEL
+    response = stub.GetModelMetadata(request, timeout=30)
+    assert response.model_spec.version.value == 2
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signature_defs)
+    assert signature_defs == read_signature_defs(bundles["paths"][2])
+    assert signature_defs.signature_def["serving_default"].method_name == "tensorflow/serving/predict"
+
+    status_stub = model_service_pb2_grpc.ModelServiceStub(server.channel)
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = MODEL
+    status = status_stub.GetModelStatus(status_request, timeout=30)
+    states = {s.version: s.state for s in status.model_version_status}
+    assert states == {1: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+                      2: get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+
+
+@pytest.mark.parametrize("case, code, fragment", [
+    ("unknown model", grpc.StatusCode.NOT_FOUND, "nope"),
+    ("unknown version", grpc.StatusCode.NOT_FOUND, "Specific(digits, 7)"),
+    ("unknown signature", grpc.StatusCode.NOT_FOUND, "predict_nothing"),
+    ("wrong dtype", grpc.StatusCode.INVALID_ARGUMENT, "expects dtype DT_FLOAT, received DT_DOUBLE"),
+    ("wrong rank", grpc.StatusCode.INVALID_ARGUMENT, "expects shape [-1,8,8,1] (-1: any size), received shape [2,8,8]"),
+    ("wrong input name", grpc.StatusCode.INVALID_ARGUMENT, "unknown input name(s) ['pixels']"),
+    ("unknown output filter", grpc.StatusCode.INVALID_ARGUMENT, "['logits']"),
+])
+def test_grpc_errors_have_tf_serving_codes(server, case, code, fragment):
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    request = {
+        "unknown model": grpc_request(model="nope", x=x),
+        "unknown version": grpc_request(x=x, version=7),
+        "unknown signature": grpc_request(signature="predict_nothing", x=x),
+        "wrong dtype": grpc_request(x=x.astype(np.float64)),
+        "wrong rank": grpc_request(x=x[..., 0]),
+        "wrong input name": grpc_request(x=x, name="pixels"),
+        "unknown output filter": grpc_request(x=x),
+    }[case]
+    if case == "unknown output filter":
+        request.output_filter.append("logits")
+    with pytest.raises(grpc.RpcError) as info:
+        server.predict_stub().Predict(request, timeout=30)
+    assert info.value.code() == code
+    assert fragment in info.value.details()
+
+
+# --------------------------------------------------------------- bad input
+
+
+def _image(value=0.5):
+    return [[[value] for _ in range(8)] for _ in range(8)]
+
+
+BAD_REQUESTS = [
+    # (name, path suffix, body, status, fragment of the error)
+    ("malformed JSON", ":predict", b'{"instances": [1, 2', 400, "JSON Parse error"),
+    ("empty body", ":predict", b"", 400, "empty"),
+    ("not an object", ":predict", b"[1, 2]", 400, "expected a JSON object"),
+    ("no inputs key", ":predict", {"signature_name": "serving_default"}, 400, "Missing 'inputs' or 'instances'"),
+    ("both keys", ":predict", {"instances": [_image()], "inputs": [_image()]}, 400, "only one of"),
+    ("wrong input name", ":predict", {"inputs": {"pixels": [_image()]}}, 400, "unknown input name(s) ['pixels']"),
+    ("wrong input name in rows", ":predict", {"instances": [{"pixels": _image()}]}, 400, "['pixels']"),
+    ("wrong rank", ":predict", {"instances": [[0.5] * 64]}, 400,
+     "expects shape [-1,8,8,1] (-1: any size), received shape [1,64]"),
+    ("wrong size", ":predict", {"inputs": [[[[0.5]] * 7] * 8]}, 400, "received shape [1,8,7,1]"),
+    ("ragged", ":predict", {"instances": [_image(), [[0.5]]]}, 400, "not a dense tensor"),
+    ("wrong dtype strings", ":predict", {"instances": [[[["a"]] * 8] * 8]}, 400,
+     "expects DT_FLOAT values, received strings"),
+    ("wrong dtype booleans", ":predict", {"instances": [[[[True]] * 8] * 8]}, 400, "received booleans"),
+    ("nulls", ":predict", {"instances": [[[[None]] * 8] * 8]}, 400, "received nulls"),
+    ("out of float32 range", ":predict", {"instances": [_image(1e300)]}, 400, "out of the range of DT_FLOAT"),
+    ("empty batch", ":predict", {"instances": []}, 400, "batch is empty"),
+    ("empty columnar batch", ":predict", {"inputs": {"image": []}}, 400, "empty batch"),
+    ("bad signature name type", ":predict", {"signature_name": 3, "instances": [_image()]}, 400,
+     "'signature_name' must be a string"),
+    ("deeply nested", ":predict", b'{"instances": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 400, "nested too deeply"),
+    ("oversized body", ":predict", {"instances": [_image(0.123456789)] * 400}, 413, "exceeds the limit"),
+    ("unknown signature", ":predict", {"signature_name": "predict_nothing", "instances": [_image()]}, 404,
+     "predict_nothing"),
+    ("unknown version", "/versions/9:predict", {"instances": [_image()]}, 404, "Specific(digits, 9)"),
+    ("unknown label", "/labels/beta:predict", {"instances": [_image()]}, 404, "label: beta"),
+    ("non-numeric version", "/versions/two:predict", {"instances": [_image()]}, 400, "Invalid version 'two'"),
+    ("classify", ":classify", {"examples": []}, 501, "not :classify"),
+]
+
+
+@pytest.mark.parametrize("name, suffix, body, status, fragment", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_rest_bad_requests_get_status_and_named_error(server, name, suffix, body, status, fragment):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(f"{server.rest}/v1/models/{MODEL}{suffix}", content=content, timeout=30)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert fragment in response.json()["error"]
+
+
+def test_rest_unknown_model_version_and_method(server):
+    missing = httpx.get(f"{server.rest}/v1/models/nope")
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+    predict = httpx.post(f"{server.rest}/v1/models/nope:predict", json={"instances": [_image()]})
+    assert predict.status_code == 404 and "Latest(nope)" in predict.json()["error"]
+    version = httpx.get(f"{server.rest}/v1/models/{MODEL}/versions/5")
+    assert version.status_code == 404 and "version 5" in version.json()["error"]
+    wrong_method = httpx.get(f"{server.rest}/v1/models/{MODEL}:predict")
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.json()["error"]
+    elsewhere = httpx.get(f"{server.rest}/index.html")
+    assert elsewhere.status_code == 404 and "Malformed request" in elsewhere.json()["error"]
+
+
+def test_rest_accepts_nan_and_infinity_like_tf_serving(server):
+    body = '{"instances": [' + json.dumps(_image()).replace("0.5", "NaN", 1).replace("0.5", "Infinity", 1) + "]}"
+    response = httpx.post(f"{server.rest}/v1/models/{MODEL}:predict", content=body)
+    assert response.status_code == 200, response.text
+    (row,) = json.loads(response.text)["predictions"]
+    assert all(math.isnan(v) for v in row)  # NaN flows through the model and back as NaN
+
+
+def test_strict_server_refuses_nan_and_infinity(live):
+    url = f"{live.rest}/v1/models/{LIVE}:predict"
+    for token in ("NaN", "Infinity", "-Infinity", "1e999"):
+        body = '{"instances": [' + json.dumps(_image()).replace("0.5", token, 1) + "]}"
+        response = httpx.post(url, content=body)
+        assert response.status_code == 400, (token, response.text)
+        assert "NaN" in response.json()["error"] or "Infinity" in response.json()["error"]
+    assert httpx.post(url, json={"instances": [_image()]}).status_code == 200
+    x = np.full((1, 8, 8, 1), np.nan, np.float32)
+    with pytest.raises(grpc.RpcError) as info:
+        live.predict_stub().Predict(grpc_request(model=LIVE, x=x), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "--strict" in info.value.details()
+
+
+def test_host_header_is_checked_and_no_cors_by_default(server):
+    url = f"{server.rest}/v1/models/{MODEL}"
+    rebound = httpx.get(url, headers={"Host": "attacker.example:8501"})
+    assert rebound.status_code == 403
+    assert "attacker.example" in rebound.json()["error"]
+    assert httpx.get(url, headers={"Host": "localhost"}).status_code == 200
+    response = httpx.get(url, headers={"Origin": "https://evil.example"})
+    assert response.status_code == 200
+    assert not any(h.lower().startswith("access-control-") for h in response.headers)
+
+
+# ----------------------------------------------------------------- versions
+
+
+def test_publishing_version_2_while_clients_stream_switches_without_failures(live, bundles, x):
+    want = {v: next(iter(call_signature(bundles["loaded"][v], x).values())) for v in (1, 2)}
+    stop = threading.Event()
+    seen = {"rest": [], "grpc": []}
+    failures = []
+
+    def which(got):
+        for version, value in want.items():
+            if np.allclose(np.asarray(got, np.float32), value, rtol=1e-5, atol=1e-6):
+                return version
+        return None
+
+    def rest_client():
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    response = http.post(f"{live.rest}/v1/models/{LIVE}:predict", json={"instances": x.tolist()})
+                    version = which(response.json()["predictions"]) if response.status_code == 200 else None
+                except Exception as error:  # noqa: BLE001 - counted as a failure
+                    failures.append(repr(error))
+                    continue
+                if version is None:
+                    failures.append(response.text[:200])
+                seen["rest"].append(version)
+
+    def grpc_client():
+        stub = live.predict_stub()
+        while not stop.is_set():
+            try:
+                response = stub.Predict(grpc_request(model=LIVE, x=x), timeout=30)
+            except grpc.RpcError as error:
+                failures.append(repr(error))
+                continue
+            got = tf.make_ndarray(next(iter(response.outputs.values())))
+            if which(got) != response.model_spec.version.value:
+                failures.append(f"version {response.model_spec.version.value} answered like {which(got)}")
+            seen["grpc"].append(response.model_spec.version.value)
+
+    threads = [threading.Thread(target=rest_client), threading.Thread(target=grpc_client)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        export.export_saved_model(small_model(2), live.base, version=2, randomized=export.Randomized(samples=4, seed=0))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not all(s and s[-1] == 2 for s in seen.values()):
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert failures == []
+    for client, versions in seen.items():
+        assert versions[0] == 1 and versions[-1] == 2, client
+        switch = versions.index(2)
+        assert set(versions[switch:]) == {2}, f"{client} went back to version 1 after the switch"
+    status = httpx.get(f"{live.rest}/v1/models/{LIVE}").json()["model_version_status"]
+    assert {s["version"]: s["state"] for s in status}["2"] == "AVAILABLE"
+    assert {s["version"]: s["state"] for s in status}["1"] == "END"
+
+
+def _write_bad_warmup(directory):
+    request = grpc_request(model=LIVE, x=np.zeros((1, 4, 4, 1), np.float32))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    with tf.io.TFRecordWriter(os.path.join(directory, "assets.extra", "tf_serving_warmup_requests")) as writer:
+        writer.write(log.SerializeToString())
+
+
+def _corrupt_saved_model(directory):
+    with open(os.path.join(directory, "saved_model.pb"), "wb") as f:
+        f.write(b"this is not a SavedModel")
+
+
+def test_broken_versions_are_reported_and_the_old_one_keeps_serving(live, bundles, x):
+    stub = live.predict_stub()
+    before = stub.Predict(grpc_request(model=LIVE, x=x), timeout=30).model_spec.version.value
+    source = bundles["paths"][2]
+    os.makedirs(os.path.join(live.base, ".tfcv-tmp-export-123"))
+    os.makedirs(os.path.join(live.base, "notes"))
+    publish_copy(source, live.base, 8, mutate=_write_bad_warmup)
+    publish_copy(source, live.base, 9, mutate=_corrupt_saved_model)
+    url = f"{live.rest}/v1/models/{LIVE}"
+    deadline = time.monotonic() + 60
+    states = {}
+    while time.monotonic() < deadline:
+        states = {s["version"]: s for s in httpx.get(url).json()["model_version_status"]}
+        if all(v in states and states[v]["state"] == "END" for v in ("8", "9")):
+            break
+        time.sleep(0.2)
+    assert states["8"]["state"] == states["9"]["state"] == "END", states
+    assert states["8"]["status"]["error_code"] == "UNKNOWN"
+    assert "Warmup record 1" in states["8"]["status"]["error_message"]
+    assert "received shape [1,4,4,1]" in states["8"]["status"]["error_message"]
+    assert "version 9" in states["9"]["status"]["error_message"]
+    assert states[str(before)]["state"] == "AVAILABLE"
+    assert set(states) <= {"1", "2", "8", "9"}  # temporary and non-numeric directories ignored
+    time.sleep(0.6)  # a few more polls: failed versions are not retried while unchanged
+    assert stub.Predict(grpc_request(model=LIVE, x=x), timeout=30).model_spec.version.value == before
+    assert httpx.post(url + ":predict", json={"instances": x.tolist()}).status_code == 200
+    assert "Loading version 9 of model live" in live.log()
+
+
+# -------------------------------------------------------- in-process units
+
+
+def test_registry_retries_a_failed_version_once_its_files_change(bundles, tmp_path):
+    base = str(tmp_path / "m")
+    os.makedirs(base)
+    publish_copy(bundles["paths"][1], base, 1)
+    publish_copy(bundles["paths"][1], base, 2, mutate=_corrupt_saved_model)
+    os.makedirs(os.path.join(base, "3.partial"))
+    registry = ModelRegistry(ModelConfig("m", base), file_system_poll_wait_seconds=0, batching=None)
+    try:
+        registry.poll()
+        states = {s.version: s.state for s in registry.status("m").model_version_status}
+        assert states == {2: get_model_status_pb2.ModelVersionStatus.END,
+                          1: get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+        assert registry.get("m").version == 1
+        shutil.rmtree(os.path.join(base, "2"))
+        publish_copy(bundles["paths"][2], base, 2)
+        registry.poll()
+        assert registry.get("m").version == 2
+        states = {s.version: s for s in registry.status("m").model_version_status}
+        assert states[2].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert states[2].status.error_message == ""
+        assert states[1].state == get_model_status_pb2.ModelVersionStatus.END
+        with pytest.raises(Exception, match=r"Specific\(m, 1\)"):
+            registry.get("m", version=1)
+    finally:
+        registry.stop()
+
+
+def test_batcher_merges_concurrent_requests_and_splits_answers():
+    calls = []
+
+    def double(inputs):
+        calls.append(len(inputs["x"]))
+        time.sleep(0.02)
+        return {"y": inputs["x"] * 2, "row": inputs["x"][:, 0]}
+
+    batcher = Batcher(double, BatchingOptions(max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1))
+    results, errors = {}, []
+
+    def submit(i):
+        try:
+            results[i] = batcher.submit({"x": np.full((2, 3), float(i))})
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    batcher.close()
+    assert errors == []
+    for i, out in results.items():
+        np.testing.assert_array_equal(out["y"], np.full((2, 3), 2.0 * i))
+        np.testing.assert_array_equal(out["row"], [i, i])
+    assert sum(calls) == 24 and max(calls) > 2 and max(calls) <= 8
+    # After close, requests still get answers (run without batching).
+    np.testing.assert_array_equal(batcher.submit({"x": np.ones((1, 3))})["y"], 2 * np.ones((1, 3)))
+
+
+def test_batcher_isolates_a_failing_request():
+    def fn(inputs):
+        if (inputs["x"] < 0).any():
+            raise InvalidArgument("negative input")
+        time.sleep(0.02)
+        return {"y": inputs["x"] + 1}
+
+    batcher = Batcher(fn, BatchingOptions(max_batch_size=16, batch_timeout_micros=20_000, num_batch_threads=1))
+    outcomes = {}
+
+    def submit(i):
+        try:
+            outcomes[i] = batcher.submit({"x": np.full((1,), -1.0 if i == 3 else float(i))})["y"][0]
+        except InvalidArgument as error:
+            outcomes[i] = error
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    batcher.close()
+    assert isinstance(outcomes.pop(3), InvalidArgument)
+    assert outcomes == {i: i + 1.0 for i in (0, 1, 2, 4, 5)}
+
+
+def test_b64_strings_and_model_config_file(tmp_path, bundles):
+    # String inputs: plain strings and {"b64": ...} objects, as TF Serving.
+    signature_def = meta_graph_pb2.SignatureDef()
+    signature_def.inputs["text"].dtype = types_pb2.DT_STRING
+    signature_def.inputs["text"].tensor_shape.dim.add(size=-1)
+    signature = Signature("s", None, signature_def)
+    encoded = base64.b64encode(b"\x00\xffbytes").decode()
+    arrays, row = decode_predict_request({"instances": ["plain", {"b64": encoded}]}, signature)
+    assert row and arrays["text"].tolist() == [b"plain", b"\x00\xffbytes"]
+    with pytest.raises(InvalidArgument, match="not valid base64"):
+        decode_predict_request({"inputs": [{"b64": "***"}]}, signature)
+
+    with pytest.warns(UserWarning, match="label"):  # the base paths do not exist here
+        path = export.write_model_config(tmp_path / "models.config", [
+            {"name": "a", "base_path": "/models/a", "version_policy": {"latest": 2}},
+            {"name": "b", "base_path": "/models/b", "version_policy": [3, 4], "version_labels": {"stable": 3}},
+        ])
+    a, b = read_model_config_file(path)
+    assert (a.name, a.base_path, a.version_policy, a.num_versions) == ("a", "/models/a", "latest", 2)
+    assert (b.version_policy, b.versions, b.version_labels) == ("specific", (3, 4), {"stable": 3})
+    assert b.aspired([1, 3, 4, 5]) == {3, 4} and a.aspired([1, 3, 4, 5]) == {4, 5}
+    (tmp_path / "bad.config").write_text("model_config_list { config { name: 'x' base_path: }")
+    with pytest.raises(ValueError, match="bad.config"):
+        read_model_config_file(tmp_path / "bad.config")
+
+
+def test_server_options_validate_and_bind_only_loopback_by_default():
+    options = ServerOptions()
+    assert options.host == "127.0.0.1"
+    assert set(options.accepted_hosts()) == {"127.0.0.1", "localhost", "::1"}
+    assert ServerOptions(host="0.0.0.0", allowed_hosts=("models.internal",)).accepted_hosts() == ("models.internal",)
+    with pytest.raises(ValueError, match="rest_api_port=70000"):
+        ServerOptions(rest_api_port=70000)
+    with pytest.raises(ValueError, match="port=0, rest_api_port=0"):
+        ServerOptions(port=0, rest_api_port=0)
+    with pytest.raises(ValueError, match="max_batch_size=0"):
+        BatchingOptions(max_batch_size=0)

@@ -1,0 +1,212 @@
+"""Batching: concurrent requests to one signature become one model call.
+
+As TF Serving's `--enable_batching`, requests that arrive within a short
+window are concatenated on the batch axis, run through the model once and
+split back. A batch closes when it holds `max_batch_size` rows or when
+`batch_timeout_micros` have passed since its first request; while the
+batch threads are busy, new requests queue up and form the next batch, so a
+loaded server batches more and an idle one adds almost no latency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+__all__ = ["BatchingOptions", "Batcher"]
+
+Arrays = Mapping[str, np.ndarray]
+
+_STOP = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+    """How requests are batched, as TF Serving's batching parameters.
+
+    Args:
+        max_batch_size: `int`. Most rows in one model call. A request with
+            more rows runs on its own. Defaults to `64`.
+        batch_timeout_micros: `int`. Longest wait, in microseconds, for more
+            requests after the first one of a batch. Defaults to `1000`.
+        num_batch_threads: `int`. Batches of one signature that run at the
+            same time. Defaults to the number of CPUs.
+    """
+
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 1000
+    num_batch_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self):
+        for name, minimum in (("max_batch_size", 1), ("batch_timeout_micros", 0), ("num_batch_threads", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
+                    f"Expected an int >= {minimum}."
+                )
+
+
+class _Task:
+    __slots__ = ("inputs", "rows", "done", "outputs", "error")
+
+    def __init__(self, inputs: Arrays, rows: int):
+        self.inputs = inputs
+        self.rows = rows
+        self.done = threading.Event()
+        self.outputs: dict[str, np.ndarray] | None = None
+        self.error: BaseException | None = None
+
+
+class Batcher:
+    """Runs `fn` on batches of concurrent requests.
+
+    `fn` maps a dict of input arrays, all with the same leading (batch)
+    dimension, to a dict of output arrays with that same leading dimension.
+    `submit` may be called from any number of threads; each call blocks
+    until its own rows of the outputs are ready.
+
+    Args:
+        fn: Callable taking and returning a dict of NumPy arrays.
+        options: A `BatchingOptions`. Defaults to `BatchingOptions()`.
+
+    Example:
+
+    >>> batcher = Batcher(lambda x: {"y": x["x"] * 2})
+    >>> batcher.submit({"x": np.ones((3, 4))})["y"].shape
+    (3, 4)
+    >>> batcher.close()
+    """
+
+    def __init__(self, fn: Callable[[Arrays], Arrays], options: BatchingOptions | None = None):
+        self.fn = fn
+        self.options = options or BatchingOptions()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"tfcv-batch-{i}", daemon=True)
+            for i in range(self.options.num_batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __repr__(self) -> str:
+        return f"Batcher(fn={self.fn!r}, options={self.options!r})"
+
+    def submit(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        """Runs `fn` on `inputs`, batched with concurrent calls.
+
+        Args:
+            inputs: Dict of arrays sharing their leading dimension.
+
+        Returns:
+            Dict of output arrays for these rows only.
+        """
+        rows = _batch_rows(inputs)
+        if rows is None or rows > self.options.max_batch_size:
+            return dict(self.fn(inputs))
+        task = _Task(inputs, rows)
+        with self._lock:
+            if self._closed:
+                # A request that picked this model version just before it was
+                # unloaded still gets its answer.
+                return dict(self.fn(inputs))
+            self._queue.put(task)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs
+
+    def close(self) -> None:
+        """Finishes the queued requests, then stops the batch threads."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(_STOP)
+
+    def _work(self) -> None:
+        timeout = self.options.batch_timeout_micros / 1e6
+        limit = self.options.max_batch_size
+        carry = None
+        while True:
+            first = carry if carry is not None else self._queue.get()
+            carry = None
+            if first is _STOP:
+                return
+            batch, rows, stop = [first], first.rows, False
+            deadline = time.monotonic() + timeout
+            while rows < limit:
+                remaining = deadline - time.monotonic()
+                try:
+                    task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if task is _STOP:
+                    stop = True
+                    break
+                if rows + task.rows > limit or not _compatible(first.inputs, task.inputs):
+                    carry = task
+                    break
+                batch.append(task)
+                rows += task.rows
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[_Task]) -> None:
+        try:
+            if len(batch) == 1:
+                batch[0].outputs = dict(self.fn(batch[0].inputs))
+            else:
+                self._run_merged(batch)
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting request
+            if len(batch) > 1:
+                # One bad request must not fail the others batched with it.
+                for task in batch:
+                    self._run([task])
+                return
+            batch[0].error = error
+        finally:
+            for task in batch:
+                task.done.set()
+
+    def _run_merged(self, batch: list[_Task]) -> None:
+        names = list(batch[0].inputs)
+        merged = {name: np.concatenate([task.inputs[name] for task in batch]) for name in names}
+        outputs = self.fn(merged)
+        total = sum(task.rows for task in batch)
+        for name, value in outputs.items():
+            if np.ndim(value) == 0 or np.shape(value)[0] != total:
+                raise ValueError(
+                    f"Output {name!r} of a batch of {total} rows has shape {np.shape(value)}; "
+                    "cannot split it back into requests."
+                )
+        offsets = np.cumsum([task.rows for task in batch])[:-1]
+        split = {name: np.split(np.asarray(value), offsets) for name, value in outputs.items()}
+        for i, task in enumerate(batch):
+            task.outputs = {name: parts[i] for name, parts in split.items()}
+
+
+def _batch_rows(inputs: Arrays) -> int | None:
+    """The shared leading dimension of `inputs`, or `None` if there is none."""
+    rows = {np.shape(value)[0] if np.ndim(value) else None for value in inputs.values()}
+    if len(rows) != 1:
+        return None
+    (value,) = rows
+    return value if value else None
+
+
+def _compatible(a: Arrays, b: Arrays) -> bool:
+    return a.keys() == b.keys() and all(
+        np.shape(a[name])[1:] == np.shape(b[name])[1:] and np.asarray(a[name]).dtype == np.asarray(b[name]).dtype
+        for name in a
+    )

@@ -1,0 +1,438 @@
+"""Which model versions are served: polling, loading, warmup and switching.
+
+`ModelRegistry` does what TF Serving's file-system source and manager do:
+every `file_system_poll_wait_seconds` it lists each model's base path,
+loads the versions its version policy asks for (by default only the
+latest), replays their warmup requests, and only then makes them
+available; versions that are no longer wanted are unloaded once a newer
+one serves, so requests never find the model missing. A version that fails
+to load or to warm up is reported in the version status (state `END` and
+the error, as TF Serving reports it) while the previous one keeps serving;
+it is tried again only when its files change. Directories whose names are
+not numbers (such as the `.tfcv-tmp-*` directories of an export in
+progress) are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+
+from google.protobuf import text_format
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfcv.serving.batching import BatchingOptions
+from tfcv.serving.errors import InvalidArgument, NotFound
+from tfcv.serving.servable import WARMUP_PATH, Servable
+
+__all__ = ["ModelConfig", "ModelRegistry", "read_model_config_file"]
+
+logger = logging.getLogger("tfcv.serving")
+
+_VERSION_DIR = re.compile(r"^[0-9]{1,18}$")
+_POLICIES = ("latest", "all", "specific")
+_State = get_model_status_pb2.ModelVersionStatus.State
+_UNKNOWN = get_model_status_pb2.ModelVersionStatus().status.DESCRIPTOR.fields_by_name[
+    "error_code"].enum_type.values_by_name["UNKNOWN"].number
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One served model, as an entry of TF Serving's `model_config_list`.
+
+    Args:
+        name: `str`. The model name used in URLs and `ModelSpec.name`.
+        base_path: `str`. Directory whose numeric subdirectories are the
+            versions.
+        version_policy: `"latest"`, `"all"` or `"specific"`. Which versions
+            are served. Defaults to `"latest"`.
+        num_versions: `int`. How many of the newest versions `"latest"`
+            serves. Defaults to `1`.
+        versions: Tuple of ints. The versions `"specific"` serves.
+        version_labels: Mapping of label to version, for
+            `/labels/{label}` and `ModelSpec.version_label`.
+
+    Example:
+
+    >>> ModelConfig("digits", "models/digits")
+    ModelConfig(name='digits', base_path='models/digits', version_policy='latest', ...)
+    """
+
+    name: str
+    base_path: str
+    version_policy: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+    version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or ":" in self.name:
+            raise ValueError(
+                f"Invalid value for argument `name`. Received: name={self.name!r}. "
+                "Expected a non-empty string without '/' or ':'."
+            )
+        if not isinstance(self.base_path, (str, os.PathLike)) or not os.fspath(self.base_path):
+            raise ValueError(
+                f"Invalid value for argument `base_path`. Received: base_path={self.base_path!r}. "
+                "Expected a directory path."
+            )
+        if self.version_policy not in _POLICIES:
+            raise ValueError(
+                f"Invalid value for argument `version_policy`. Received: version_policy={self.version_policy!r}. "
+                f"Expected one of {_POLICIES}."
+            )
+        if isinstance(self.num_versions, bool) or not isinstance(self.num_versions, int) or self.num_versions < 1:
+            raise ValueError(
+                f"Invalid value for argument `num_versions`. Received: num_versions={self.num_versions!r}. "
+                "Expected an int >= 1."
+            )
+        if self.version_policy == "specific" and not self.versions:
+            raise ValueError(
+                f"Invalid value for argument `versions`. Received: versions={self.versions!r}. "
+                "Expected at least one version for version_policy='specific'."
+            )
+        object.__setattr__(self, "base_path", os.fspath(self.base_path))
+        object.__setattr__(self, "versions", tuple(int(v) for v in self.versions))
+        object.__setattr__(self, "version_labels", {str(k): int(v) for k, v in dict(self.version_labels).items()})
+
+    def aspired(self, available: Sequence[int]) -> set[int]:
+        """The versions the policy wants served, out of `available`."""
+        available = sorted(available)
+        if self.version_policy == "latest":
+            return set(available[-self.num_versions:])
+        if self.version_policy == "all":
+            return set(available)
+        return set(available) & set(self.versions)
+
+
+def read_model_config_file(path: str | os.PathLike) -> list[ModelConfig]:
+    """Reads a TF Serving `--model_config_file` (text `ModelServerConfig`).
+
+    Args:
+        path: Path of the file, e.g. `serving/models.config`.
+
+    Returns:
+        A list of `ModelConfig`, one per `config { ... }` entry. Relative
+        base paths are kept as they are, i.e. relative to the working
+        directory, as in TF Serving.
+
+    Raises:
+        ValueError: if the file is not a valid `model_config_list`.
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    proto = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as error:
+        raise ValueError(f"Model config file {os.fspath(path)!r} is not a valid ModelServerConfig: {error}") from None
+    if proto.WhichOneof("config") != "model_config_list" or not proto.model_config_list.config:
+        raise ValueError(
+            f"Model config file {os.fspath(path)!r} must hold a `model_config_list` with at least one "
+            "`config { name: ... base_path: ... }` entry."
+        )
+    configs = []
+    for entry in proto.model_config_list.config:
+        if entry.model_platform not in ("", "tensorflow"):
+            raise ValueError(
+                f"Model {entry.name!r} in {os.fspath(path)!r} has model_platform={entry.model_platform!r}; "
+                "only 'tensorflow' is served."
+            )
+        policy = entry.model_version_policy
+        kind = policy.WhichOneof("policy_choice") or "latest"
+        configs.append(ModelConfig(
+            name=entry.name,
+            base_path=entry.base_path,
+            version_policy=kind,
+            num_versions=(policy.latest.num_versions or 1) if kind == "latest" else 1,
+            versions=tuple(policy.specific.versions) if kind == "specific" else (),
+            version_labels=dict(entry.version_labels),
+        ))
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Model config file {os.fspath(path)!r} names a model twice: {names}.")
+    return configs
+
+
+@dataclasses.dataclass
+class _Version:
+    version: int
+    state: int = _State.START
+    error: str = ""
+    servable: Servable | None = None
+    fingerprint: tuple | None = None
+
+
+class ModelRegistry:
+    """The served models and their versions, kept in sync with the disk.
+
+    Args:
+        configs: A `ModelConfig` or a list of them.
+        file_system_poll_wait_seconds: `float`. Seconds between two scans
+            of the base paths; `0` scans once, at `start()`. Defaults to `1`.
+        batching: A `BatchingOptions`, or `None` to disable batching.
+            Defaults to `BatchingOptions()`.
+
+    Example:
+
+    >>> registry = ModelRegistry(ModelConfig("digits", "models/digits"))
+    >>> registry.start()
+    >>> registry.get("digits").signature().predict({"image": x})
+    >>> registry.stop()
+    """
+
+    def __init__(self, configs: ModelConfig | Sequence[ModelConfig], *,
+                 file_system_poll_wait_seconds: float = 1.0,
+                 batching: BatchingOptions | None = BatchingOptions()):  # noqa: B008 - frozen dataclass
+        configs = [configs] if isinstance(configs, ModelConfig) else list(configs)
+        if not configs or not all(isinstance(c, ModelConfig) for c in configs):
+            raise TypeError(
+                f"Invalid value for argument `configs`. Received: configs={configs!r}. "
+                "Expected a ModelConfig or a non-empty list of them."
+            )
+        wait = file_system_poll_wait_seconds
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+            raise ValueError(
+                "Invalid value for argument `file_system_poll_wait_seconds`. "
+                f"Received: file_system_poll_wait_seconds={wait!r}. Expected a number >= 0."
+            )
+        self.configs = {c.name: c for c in configs}
+        self.file_system_poll_wait_seconds = float(wait)
+        self.batching = batching
+        self._lock = threading.Lock()
+        self._versions: dict[str, dict[int, _Version]] = {name: {} for name in self.configs}
+        self._serving: dict[str, dict[int, Servable]] = {name: {} for name in self.configs}
+        self._missing_reported: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry(models={sorted(self.configs)}, file_system_poll_wait_seconds={self.file_system_poll_wait_seconds})"
+
+    # ----------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Scans the base paths once, then keeps polling in a thread."""
+        self.poll()
+        if self.file_system_poll_wait_seconds > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._poll_forever, name="tfcv-poll", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stops polling and unloads every version."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            servables = [s for versions in self._serving.values() for s in versions.values()]
+            for versions in self._serving.values():
+                versions.clear()
+        for servable in servables:
+            servable.close()
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self.file_system_poll_wait_seconds):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the poller must outlive any one bad scan
+                logger.exception("Polling the model base paths failed; retrying.")
+
+    def poll(self) -> None:
+        """Scans every base path once: loads, warms up, switches, unloads."""
+        for config in self.configs.values():
+            self._poll_model(config)
+
+    # ------------------------------------------------------------- polling
+
+    def _poll_model(self, config: ModelConfig) -> None:
+        found = self._scan(config)
+        # A failed version drops out of the candidates, so the policy falls
+        # back to the next version (at start-up too); each round fails at
+        # least one more version or loads everything aspired.
+        for _ in range(len(found) + 1):
+            with self._lock:
+                known = dict(self._versions[config.name])
+            candidates = [
+                v for v, path in found.items()
+                if not (v in known and known[v].error and known[v].fingerprint == _fingerprint(path))
+            ]
+            aspired = config.aspired(candidates)
+            to_load = [v for v in sorted(aspired, reverse=True)
+                       if v not in known or known[v].state != _State.AVAILABLE]
+            if not to_load:
+                break
+            for version in to_load:
+                self._load(config, version, found[version])
+        with self._lock:
+            serving = self._serving[config.name]
+            aspired_available = any(v in serving for v in aspired)
+            retired = [v for v in serving if v not in aspired and (aspired_available or v not in found)]
+        for version in retired:
+            self._unload(config.name, version)
+
+    def _scan(self, config: ModelConfig) -> dict[int, str]:
+        try:
+            names = os.listdir(config.base_path)
+        except OSError as error:
+            if config.name not in self._missing_reported:
+                logger.error("No versions of model %s found: cannot list base path %s (%s).",
+                             config.name, config.base_path, error.strerror or error)
+                self._missing_reported.add(config.name)
+            return {}
+        self._missing_reported.discard(config.name)
+        found = {}
+        for name in names:
+            path = os.path.join(config.base_path, name)
+            # A version directory is published once saved_model.pb is in it;
+            # anything else (an export in progress, notes, backups) is skipped.
+            if _VERSION_DIR.match(name) and os.path.isdir(path) and (
+                os.path.exists(os.path.join(path, "saved_model.pb"))
+                or os.path.exists(os.path.join(path, "saved_model.pbtxt"))
+            ):
+                found[int(name)] = path
+        return found
+
+    def _load(self, config: ModelConfig, version: int, path: str) -> None:
+        record = _Version(version, state=_State.LOADING, fingerprint=_fingerprint(path))
+        with self._lock:
+            self._versions[config.name][version] = record
+        logger.info("Loading servable version {name: %s version: %d} from %s", config.name, version, path)
+        servable = None
+        try:
+            servable = Servable(config.name, version, path, batching=self.batching)
+            records = servable.warmup()
+        except Exception as error:  # noqa: BLE001 - any failure is reported, the old version keeps serving
+            if servable is not None:
+                servable.close()
+            message = f"Loading version {version} of model {config.name} from {path} failed: {_describe(error)}"
+            logger.error("%s", message)
+            with self._lock:
+                record.state, record.error = _State.END, message
+            return
+        with self._lock:
+            record.state, record.servable = _State.AVAILABLE, servable
+            self._serving[config.name] = {**self._serving[config.name], version: servable}
+        logger.info("Successfully loaded servable version {name: %s version: %d} (%d warmup records replayed)",
+                    config.name, version, records)
+
+    def _unload(self, name: str, version: int) -> None:
+        with self._lock:
+            record = self._versions[name][version]
+            record.state = _State.UNLOADING
+            serving = dict(self._serving[name])
+            servable = serving.pop(version)
+            self._serving[name] = serving
+        # Requests that already hold this servable finish on it.
+        servable.close()
+        with self._lock:
+            record.state, record.servable = _State.END, None
+        logger.info("Unloaded servable version {name: %s version: %d}", name, version)
+
+    # -------------------------------------------------------------- lookup
+
+    @property
+    def model_names(self) -> list[str]:
+        return sorted(self.configs)
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable that answers a request for `name` (and `version` or `label`).
+
+        Args:
+            name: `str`. The model name.
+            version: `int` or `None` for the latest available version.
+            label: `str` or `None`. A version label of the model config.
+
+        Raises:
+            NotFound: for an unknown model, version or label, naming it.
+        """
+        config = self._config(name)
+        if label:
+            if label not in config.version_labels:
+                raise NotFound(
+                    f"Unrecognized servable version label: {label} for model {name}. "
+                    f"Labels: {sorted(config.version_labels)}."
+                )
+            version = config.version_labels[label]
+        with self._lock:
+            serving = self._serving[name]
+        if version is None:
+            if not serving:
+                raise NotFound(f"Servable not found for request: Latest({name}). No version of it is available.")
+            return serving[max(serving)]
+        if version not in serving:
+            raise NotFound(
+                f"Servable not found for request: Specific({name}, {version}). "
+                f"Available versions: {sorted(serving)}."
+            )
+        return serving[version]
+
+    def status(self, name: str, version: int | None = None,
+               label: str | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+        """The `GetModelStatusResponse` of `name`, all versions unless one is given.
+
+        Raises:
+            NotFound: for an unknown model, version or label.
+        """
+        config = self._config(name)
+        if label:
+            if label not in config.version_labels:
+                raise NotFound(f"Unrecognized servable version label: {label} for model {name}.")
+            version = config.version_labels[label]
+        with self._lock:
+            records = sorted(
+                (dataclasses.replace(r) for r in self._versions[name].values()), key=lambda r: -r.version
+            )
+        if version is not None:
+            records = [r for r in records if r.version == version]
+            if not records:
+                raise NotFound(f"Could not find version {version} of model {name}.")
+        elif not records:
+            raise NotFound(f"Could not find any versions of model {name}.")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for record in records:
+            status = response.model_version_status.add(version=record.version, state=record.state)
+            # TF Serving always reports the status, {"error_code": "OK"} included.
+            status.status.SetInParent()
+            if record.error:
+                status.status.error_code = _UNKNOWN
+                status.status.error_message = record.error
+        return response
+
+    def _config(self, name: str) -> ModelConfig:
+        if name not in self.configs:
+            raise NotFound(
+                f"Servable not found for request: Latest({name}). Served models: {self.model_names}."
+            )
+        return self.configs[name]
+
+
+def parse_version(text: str) -> int:
+    """Parses a version from a URL or a flag; refuses anything but digits."""
+    if not _VERSION_DIR.match(text or ""):
+        raise InvalidArgument(f"Invalid version {text!r} in the request: expected a non-negative integer.")
+    return int(text)
+
+
+def _fingerprint(path: str) -> tuple:
+    """Changes when the version's files change, so a failed version is retried."""
+    stamps = []
+    for name in ("saved_model.pb", "saved_model.pbtxt", os.path.join("variables", "variables.index"), WARMUP_PATH):
+        try:
+            stat = os.stat(os.path.join(path, name))
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+    return tuple(stamps)
+
+
+def _describe(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    return f"{type(error).__name__}: {first}"

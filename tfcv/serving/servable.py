@@ -1,0 +1,339 @@
+"""One loaded model version: its signatures, their input checks and its warmup.
+
+A `Servable` is what TF Serving calls a servable: one version directory of a
+model loaded with `tf.saved_model.load`. Its signatures are described by the
+`SignatureDef`s of `saved_model.pb` (the source of truth for names, dtypes
+and shapes, as in TF Serving), and each request is checked against them
+before the model runs: unlike TF Serving, a wrong shape or dtype is refused
+with an error that names the expected and the received value instead of
+failing somewhere inside the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
+
+from tfcv.serving.batching import Batcher, BatchingOptions
+from tfcv.serving.errors import InvalidArgument, NotFound, ServingError
+
+__all__ = ["DEFAULT_SIGNATURE", "Servable", "Signature", "TensorInfo"]
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TF Serving refuses to load a model with more warmup records than this.
+MAX_WARMUP_RECORDS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """Name, dtype and shape of one signature input or output.
+
+    Args:
+        name: `str`. The key of the tensor in the signature.
+        dtype: `tf.DType`.
+        shape: Tuple of ints and `None` (any size), or `None` for an
+            unknown rank.
+    """
+
+    name: str
+    dtype: tf.DType
+    shape: tuple[int | None, ...] | None
+
+    @classmethod
+    def from_proto(cls, name: str, info: meta_graph_pb2.TensorInfo) -> TensorInfo:
+        shape = None
+        if not info.tensor_shape.unknown_rank:
+            shape = tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+        return cls(name, tf.dtypes.as_dtype(info.dtype), shape)
+
+    @property
+    def dtype_name(self) -> str:
+        return types_pb2.DataType.Name(self.dtype.as_datatype_enum)
+
+    @property
+    def shape_string(self) -> str:
+        if self.shape is None:
+            return "[?]"
+        return format_shape(-1 if d is None else d for d in self.shape)
+
+    @property
+    def batched(self) -> bool:
+        """Whether the leading dimension is a batch of any size."""
+        return bool(self.shape) and self.shape[0] is None
+
+
+def format_shape(shape: Iterable[int]) -> str:
+    """Formats a shape as TF Serving does: `[-1,8,8,1]`."""
+    return "[" + ",".join(str(int(d)) for d in shape) + "]"
+
+
+class Signature:
+    """One signature of a servable: checks inputs, runs the model.
+
+    Args:
+        name: `str`. The signature key, e.g. `"serving_default"`.
+        fn: The concrete function from `loaded.signatures[name]`.
+        signature_def: The `SignatureDef` proto from `saved_model.pb`.
+        batching: A `BatchingOptions` to batch concurrent calls, or `None`
+            to call the model once per request.
+    """
+
+    def __init__(self, name: str, fn, signature_def: meta_graph_pb2.SignatureDef,
+                 batching: BatchingOptions | None = None):
+        self.name = name
+        self.fn = fn
+        self.method_name = signature_def.method_name
+        self.inputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.inputs.items())}
+        self.outputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.outputs.items())}
+        self._batcher = Batcher(self._call, batching) if batching is not None and self.batchable else None
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(f"{k}: {v.dtype_name}{v.shape_string}" for k, v in self.inputs.items())
+        return f"Signature(name={self.name!r}, inputs=({inputs}), outputs={list(self.outputs)})"
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests can be concatenated: every tensor has a batch axis and fixed rest."""
+        tensors = [*self.inputs.values(), *self.outputs.values()]
+        return bool(self.inputs) and all(t.batched for t in tensors) and all(
+            None not in t.shape[1:] for t in self.inputs.values()
+        )
+
+    @property
+    def batched(self) -> bool:
+        """Whether calls go through a `Batcher`."""
+        return self._batcher is not None
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray], *, allow_nonfinite: bool = True) -> dict:
+        """Checks input names, dtypes and shapes against the signature.
+
+        Args:
+            inputs: Dict of NumPy arrays keyed by input name.
+            allow_nonfinite: `bool`. Whether NaN and Infinity are accepted in
+                floating-point inputs. Defaults to `True`, as TF Serving.
+
+        Returns:
+            The same arrays, in a new dict.
+
+        Raises:
+            InvalidArgument: naming the input, and the expected and received
+                names, dtypes or shapes.
+        """
+        self.check_names(inputs)
+        checked = {}
+        for name, info in self.inputs.items():
+            value = np.asarray(inputs[name])
+            where = f"Input `{name}` of signature `{self.name}`"
+            if not _dtype_matches(value.dtype, info.dtype):
+                raise InvalidArgument(
+                    f"{where} expects dtype {info.dtype_name}, received {_dtype_name(value.dtype)}."
+                )
+            if info.batched and value.ndim >= 1 and value.shape[0] == 0:
+                raise InvalidArgument(
+                    f"{where} received an empty batch (shape {format_shape(value.shape)}); "
+                    f"send at least one instance of shape {format_shape(_dims(info.shape[1:]))}."
+                )
+            if info.shape is not None and (
+                value.ndim != len(info.shape)
+                or any(e is not None and e != g for e, g in zip(info.shape, value.shape, strict=True))
+            ):
+                raise InvalidArgument(
+                    f"{where} expects shape {info.shape_string} (-1: any size), "
+                    f"received shape {format_shape(value.shape)}."
+                )
+            if not allow_nonfinite and value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise InvalidArgument(f"{where} contains NaN or Infinity, which this server refuses (--strict).")
+            checked[name] = value
+        batch_sizes = {name: v.shape[0] for name, v in checked.items() if self.inputs[name].batched}
+        if len(set(batch_sizes.values())) > 1:
+            raise InvalidArgument(
+                f"Inputs of signature `{self.name}` have different batch sizes: {batch_sizes}."
+            )
+        return checked
+
+    def check_names(self, received: Iterable[str], *, where: str = "The request") -> None:
+        """Raises `InvalidArgument` unless `received` are exactly the input names."""
+        expected, received = set(self.inputs), set(received)
+        if received != expected:
+            unknown, missing = sorted(received - expected), sorted(expected - received)
+            problem = f"unknown input name(s) {unknown}" if unknown else f"missing input(s) {missing}"
+            raise InvalidArgument(
+                f"{where} has {problem} for signature `{self.name}`. Expected inputs: {sorted(expected)}."
+            )
+
+    def predict(self, inputs: Mapping[str, np.ndarray], *, output_filter: Iterable[str] = (),
+                allow_nonfinite: bool = True) -> dict[str, np.ndarray]:
+        """Checks `inputs` and runs the signature (batched when enabled).
+
+        Args:
+            inputs: Dict of NumPy arrays keyed by input name.
+            output_filter: Names of the outputs to return. Defaults to all.
+            allow_nonfinite: `bool`. See `check_inputs`.
+
+        Returns:
+            Dict of NumPy arrays keyed by output name, sorted by name.
+        """
+        wanted = list(output_filter)
+        unknown = sorted(set(wanted) - set(self.outputs))
+        if unknown:
+            raise InvalidArgument(
+                f"Output filter {unknown} of signature `{self.name}` names no output; "
+                f"outputs are {sorted(self.outputs)}."
+            )
+        checked = self.check_inputs(inputs, allow_nonfinite=allow_nonfinite)
+        outputs = self._batcher.submit(checked) if self._batcher is not None else self._call(checked)
+        return {k: outputs[k] for k in sorted(outputs) if not wanted or k in wanted}
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def _call(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outputs = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.InvalidArgumentError as error:
+            raise InvalidArgument(f"Signature `{self.name}` refused the input: {error.message}") from None
+        except tf.errors.OpError as error:
+            raise ServingError(f"Signature `{self.name}` failed: {error.message}") from None
+        return {k: v.numpy() for k, v in outputs.items()}
+
+
+class Servable:
+    """One model version loaded from `path` and ready to serve.
+
+    Args:
+        name: `str`. The model name.
+        version: `int`. The version number (the directory name).
+        path: `str`. The version directory holding `saved_model.pb`.
+        batching: A `BatchingOptions`, or `None` to disable batching.
+
+    Example:
+
+    >>> servable = Servable("digits", 1, "models/digits/1")
+    >>> servable.warmup()
+    >>> servable.signature("serving_default").predict({"image": x})
+    """
+
+    def __init__(self, name: str, version: int, path: str, *, batching: BatchingOptions | None = None):
+        self.name = name
+        self.version = int(version)
+        self.path = path
+        self.signature_def_map = read_signature_defs(path)
+        self._loaded = tf.saved_model.load(path, tags=["serve"])
+        self.signatures = {
+            key: Signature(key, fn, self.signature_def_map.signature_def[key], batching)
+            for key, fn in sorted(self._loaded.signatures.items())
+            if key in self.signature_def_map.signature_def
+        }
+
+    def __repr__(self) -> str:
+        return f"Servable(name={self.name!r}, version={self.version}, signatures={sorted(self.signatures)})"
+
+    def signature(self, signature_name: str = "") -> Signature:
+        """The signature `signature_name` (`""` means `serving_default`).
+
+        Raises:
+            NotFound: if the model has no such signature.
+        """
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self.signatures:
+            raise NotFound(
+                f'Serving signature name: "{key}" not found in signature def of model `{self.name}` '
+                f"version {self.version}. Signatures: {sorted(self.signatures)}."
+            )
+        return self.signatures[key]
+
+    def warmup(self) -> int:
+        """Replays the bundle's warmup requests, as TF Serving does before serving.
+
+        Returns:
+            The number of records replayed (0 when the bundle has none).
+
+        Raises:
+            ValueError: if a record cannot be read or its request fails.
+        """
+        path = os.path.join(self.path, WARMUP_PATH)
+        if not os.path.exists(path):
+            return 0
+        count = 0
+        for count, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator(), start=1):
+            if count > MAX_WARMUP_RECORDS:
+                raise ValueError(
+                    f"{path} holds more than {MAX_WARMUP_RECORDS} warmup records, TF Serving's limit."
+                )
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+            kind = log.WhichOneof("log_type")
+            if kind != "predict_log":
+                raise ValueError(
+                    f"Warmup record {count} of {path} is a {kind}; only predict_log records are replayed."
+                )
+            request = log.predict_log.request
+            try:
+                inputs = tensor_protos_to_arrays(request.inputs)
+                self.signature(request.model_spec.signature_name).predict(inputs, output_filter=request.output_filter)
+            except ServingError as error:
+                raise ValueError(f"Warmup record {count} of {path} failed: {error.message}") from None
+        return count
+
+    def close(self) -> None:
+        """Stops the batch threads; requests already queued still get answers."""
+        for signature in self.signatures.values():
+            signature.close()
+
+
+def read_signature_defs(path: str) -> get_model_metadata_pb2.SignatureDefMap:
+    """The `SignatureDefMap` of the `serve` meta graph of the SavedModel at `path`."""
+    saved_model = saved_model_pb2.SavedModel()
+    binary = os.path.join(path, "saved_model.pb")
+    if os.path.exists(binary):
+        with open(binary, "rb") as f:
+            saved_model.ParseFromString(f.read())
+    else:
+        with open(os.path.join(path, "saved_model.pbtxt"), encoding="utf-8") as f:
+            text_format.Parse(f.read(), saved_model)
+    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
+    if not graphs:
+        raise ValueError(f"The SavedModel at {path} has no meta graph tagged 'serve'.")
+    result = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature_def in graphs[0].signature_def.items():
+        result.signature_def[key].CopyFrom(signature_def)
+    return result
+
+
+def tensor_protos_to_arrays(protos: Mapping) -> dict[str, np.ndarray]:
+    """Converts a map of `TensorProto`s (a `PredictRequest.inputs`) to arrays."""
+    arrays = {}
+    for name, proto in protos.items():
+        try:
+            arrays[name] = tf.make_ndarray(proto)
+        except (TypeError, ValueError) as error:
+            raise InvalidArgument(f"Input `{name}` is not a valid TensorProto: {error}") from None
+    return arrays
+
+
+def _dims(shape) -> list[int]:
+    return [-1 if d is None else d for d in shape]
+
+
+def _dtype_matches(received: np.dtype, expected: tf.DType) -> bool:
+    if expected == tf.string:
+        return received.kind in "OS"
+    return received == np.dtype(expected.as_numpy_dtype)
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    if dtype.kind in "OSU":
+        return "DT_STRING" if dtype.kind != "O" else "objects (DT_STRING or null)"
+    try:
+        return types_pb2.DataType.Name(tf.dtypes.as_dtype(dtype).as_datatype_enum)
+    except TypeError:
+        return str(dtype)
