@@ -236,6 +236,28 @@ def _inspect_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve_parser(subparsers) -> None:
+    from tfcv.serving.server import add_arguments
+
+    p = subparsers.add_parser(
+        "serve",
+        help="serve bundles over TF Serving's REST and gRPC APIs",
+        description="A local TensorFlow-Serving-compatible model server. Flags mirror "
+        "tensorflow_model_server; it binds 127.0.0.1 unless --host says otherwise.",
+    )
+    add_arguments(p)
+    p.set_defaults(handler=_serve_command)
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    from tfcv.serving import serve_from_args
+
+    try:
+        return serve_from_args(args)
+    except OSError as error:
+        raise CLIError(str(error)) from error
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tfcv import __version__
 
@@ -248,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(subparsers)
     _add_export_parser(subparsers)
     _add_inspect_parser(subparsers)
+    _add_serve_parser(subparsers)
     return parser
 
 
