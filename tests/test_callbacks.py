@@ -14,7 +14,13 @@ import tensorflow as tf
 
 import tfcv
 from tests.conftest import tiny_classifier
-from tfcv.callbacks import FoldCallback, FoldCSVLogger, FoldModelCheckpoint, FoldProgress, FoldTensorBoard
+from tfcv.callbacks import (
+    FoldCallback,
+    FoldCSVLogger,
+    FoldModelCheckpoint,
+    FoldProgress,
+    FoldTensorBoard,
+)
 
 
 class Recorder(FoldCallback):

@@ -150,7 +150,7 @@ def test_normalization_statistics_come_from_each_folds_training_split(small_digi
         return model
 
     result = tfcv.CrossValidator(build, folds=3).fit(x, y, epochs=1, verbose=0)
-    for k, (train, val) in enumerate(result.plan.folds):
+    for k, (train, _) in enumerate(result.plan.folds):
         mean = float(np.asarray(result.models[k].get_layer("norm").mean).reshape(-1)[0])
         assert mean == pytest.approx(float(x[train].mean()), rel=1e-5)
         assert mean != pytest.approx(float(x.mean()), rel=1e-7)

@@ -110,7 +110,7 @@ class CrossValidator:
 
     def fit(
         self,
-        x: Any,
+        x: Any = None,
         y: Any = None,
         *,
         epochs: int = 1,
@@ -119,6 +119,7 @@ class CrossValidator:
         run_dir: str | os.PathLike | None = None,
         verbose: str | int = "auto",
         groups: Any = None,
+        pipeline: Any = None,
     ) -> CVResult:
         """Trains and scores one fresh model per fold.
 
@@ -129,8 +130,14 @@ class CrossValidator:
         the held-out split, then scores and predicts the held-out split.
 
         Args:
-            x: Array of samples.
-            y: Array of targets (class labels or regression values).
+            x: Array of samples; or `None` when `folds` is a FoldPlan made by
+                `tfcv.data.tfds_folds` (every fold then streams from disk);
+                or a callable `fold -> (train_ds, val_ds)` returning batched
+                `tf.data.Dataset`s of `(x, y)`, with `folds` the number of
+                folds (out-of-fold predictions are then the folds'
+                validation predictions in dataset order, fold after fold).
+            y: Array of targets (class labels or regression values); `None`
+                with datasets.
             epochs: `int`. Epochs per fold.
             batch_size: `int`. Defaults to `32`.
             callbacks: Keras callbacks. `FoldCallback`s also get the fold
@@ -145,6 +152,8 @@ class CrossValidator:
                 redrawn on a terminal), `2` (one line per epoch) or `0`
                 (silent). Defaults to `"auto"`.
             groups: Group labels for group splitters such as `GroupKFold`.
+            pipeline: A `tfcv.data.Pipeline` (resize, rescale, cache, ...)
+                applied to every fold of a TFDS plan.
 
         Returns:
             A `CVResult`.
@@ -153,20 +162,9 @@ class CrossValidator:
         batch_size = _positive_int("batch_size", batch_size)
         if verbose not in ("auto", 0, 1, 2):
             raise ValueError(f"Invalid value for argument `verbose`. Received: verbose={verbose!r}. Expected 'auto', 0, 1 or 2.")
-        if x is None:
-            raise ValueError("Invalid value for argument `x`. Received: x=None. Expected an array of samples.")
-        x = np.asarray(x)
-        y = None if y is None else np.asarray(y)
-        if y is None:
-            raise ValueError("Invalid value for argument `y`. Received: y=None. Expected an array of targets.")
-        _check_finite(x)
-        plan = check_folds(self.folds, x, y, groups, seed=self.seed)
-        if not plan.uses_indices:
-            raise ValueError(
-                f"The FoldPlan holds split strings ({plan.folds[0][1]!r}), which index a TFDS dataset, "
-                "not the arrays given as `x` and `y`. Use a plan made by FoldPlan.from_splitter."
-            )
-        task = self._resolve_task(y)
+        source = _fold_source(self.folds, x, y, groups, seed=self.seed, batch_size=batch_size, pipeline=pipeline)
+        plan = source.plan
+        task = self.task if self.task != "auto" else source.task()
         if self.deterministic:
             import tensorflow as tf
 
@@ -179,7 +177,7 @@ class CrossValidator:
             "epochs": epochs,
             "batch_size": batch_size,
             "task": task,
-            "data": data_fingerprint(x, y),
+            "data": source.fingerprint(),
             "model": model_fingerprint(check_model),
         }
         del check_model
@@ -197,7 +195,7 @@ class CrossValidator:
         _call(fold_cbs, "on_cv_begin", {"num_folds": len(plan), "epochs": epochs, "finished_folds": sorted(finished)})
 
         outcomes: list[_FoldOutcome] = []
-        for k, (train_idx, val_idx) in enumerate(plan.folds):
+        for k in range(len(plan)):
             for cb in fold_cbs:
                 cb.fold = k
             if k in finished:
@@ -207,7 +205,7 @@ class CrossValidator:
                 for cb, snapshot in zip(plain_cbs, snapshots):
                     _restore(cb, snapshot)
                 outcome = self._fit_fold(
-                    k, seeds[k], x, y, train_idx, val_idx, task,
+                    k, seeds[k], source, task,
                     epochs=epochs, batch_size=batch_size, callbacks=fold_cbs + plain_cbs,
                     backup_dir=None if store is None else store.backup_dir(k),
                 )
@@ -218,16 +216,11 @@ class CrossValidator:
                 _call(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": False})
             outcomes.append(outcome)
 
-        result = CVResult._from_outcomes(outcomes, plan, task, n_samples=len(x), info={**config, "seeds": seeds})
+        result = CVResult._from_outcomes(outcomes, plan, task, n_samples=source.n_samples, info={**config, "seeds": seeds})
         if store is not None:
             store.finish(result)
         _call(fold_cbs, "on_cv_end", {name: result.mean(name) for name in result.scores})
         return result
-
-    def _resolve_task(self, y) -> str:
-        if self.task != "auto":
-            return self.task
-        return "classification" if is_classification_target(y) else "regression"
 
     def _build(self, seed: int) -> keras.Model:
         keras.utils.set_random_seed(seed)
@@ -243,11 +236,10 @@ class CrossValidator:
             )
         return model
 
-    def _fit_fold(self, k, seed, x, y, train_idx, val_idx, task, *, epochs, batch_size, callbacks, backup_dir):
+    def _fit_fold(self, k, seed, source, task, *, epochs, batch_size, callbacks, backup_dir):
         model = self._build(seed)
-        x_train, y_train = x[train_idx], y[train_idx]
-        x_val, y_val = x[val_idx], y[val_idx]
-        adapt_preprocessing(model, x_train, batch_size=max(batch_size, 256))
+        data = source.fold(k, seed)
+        adapt_preprocessing(model, data.adapt_input, batch_size=max(batch_size, 256))
 
         keras_callbacks = list(callbacks)
         initial_epoch = 0
@@ -267,25 +259,167 @@ class CrossValidator:
             if previous_logs:
                 cb.histories[k] = _merge_history(previous_logs, {})
         _call(fold_cbs, "on_fold_begin", k, {
-            "seed": seed, "n_train": len(train_idx), "n_val": len(val_idx), "initial_epoch": initial_epoch,
+            "seed": seed, "n_train": data.n_train, "n_val": data.n_val, "initial_epoch": initial_epoch,
         })
         start = time.monotonic()
         history = model.fit(
-            x_train, y_train,
-            validation_data=(x_val, y_val),
+            data.train_x, data.train_y,
+            validation_data=data.validation,
             epochs=epochs,
-            batch_size=batch_size,
+            batch_size=data.batch_size,
             callbacks=keras_callbacks,
             verbose=0,
-            shuffle=True,
+            # Datasets come shuffled by their own pipeline.
+            shuffle=data.batch_size is not None,
         )
         seconds = time.monotonic() - start
         merged = _merge_history(previous_logs, history.history)
-        outcome = _score_fold(model, x_val, y_val, task, batch_size=max(batch_size, 256))
+        outcome = _score_fold(model, data, task, batch_size=max(batch_size, 256))
         outcome.history = merged
         outcome.info = {"fold": k, "seed": seed, "seconds": seconds, "epochs": len(next(iter(merged.values()), [])),
                         "initial_epoch": initial_epoch}
         return outcome
+
+
+# ------------------------------------------------------------ fold sources
+
+
+class _FoldData:
+    """What one fold trains and validates on, ready for `model.fit`."""
+
+    def __init__(self, *, train_x, train_y, validation, batch_size, adapt_input, n_train, n_val, val_labels):
+        self.train_x = train_x
+        self.train_y = train_y
+        self.validation = validation
+        self.batch_size = batch_size
+        self.adapt_input = adapt_input
+        self.n_train = n_train
+        self.n_val = n_val
+        self.val_labels = val_labels
+
+
+class _ArraySource:
+    """In-memory arrays and an index FoldPlan."""
+
+    def __init__(self, folds, x, y, groups, *, seed, batch_size):
+        if x is None:
+            raise ValueError("Invalid value for argument `x`. Received: x=None. Expected an array of samples.")
+        if y is None:
+            raise ValueError("Invalid value for argument `y`. Received: y=None. Expected an array of targets.")
+        self.x = np.asarray(x)
+        self.y = np.asarray(y)
+        _check_finite(self.x)
+        self.plan = check_folds(folds, self.x, self.y, groups, seed=seed)
+        if not self.plan.uses_indices:
+            raise ValueError(
+                f"The FoldPlan holds split strings ({self.plan.folds[0][1]!r}), which index a TFDS dataset, "
+                "not the arrays given as `x` and `y`. Pass x=None to stream the plan's dataset."
+            )
+        self.batch_size = batch_size
+        self.n_samples = len(self.x)
+
+    def task(self) -> str:
+        return "classification" if is_classification_target(self.y) else "regression"
+
+    def fingerprint(self) -> dict:
+        return data_fingerprint(self.x, self.y)
+
+    def fold(self, k, seed) -> _FoldData:
+        train_idx, val_idx = self.plan.folds[k]
+        x_train = self.x[train_idx]
+        y_val = self.y[val_idx]
+        return _FoldData(
+            train_x=x_train, train_y=self.y[train_idx], validation=(self.x[val_idx], y_val),
+            batch_size=self.batch_size, adapt_input=x_train, n_train=len(train_idx), n_val=len(val_idx),
+            val_labels=y_val,
+        )
+
+
+class _DatasetSource:
+    """`tf.data` folds: a TFDS FoldPlan streamed from disk, or a callable
+    `fold -> (train_ds, val_ds)` of batched datasets of `(x, y)`."""
+
+    def __init__(self, folds, make_datasets, *, batch_size, pipeline):
+        self.batch_size = batch_size
+        self.pipeline = pipeline
+        self.make_datasets = make_datasets
+        if make_datasets is None:
+            self.plan = folds
+            from tfcv import data as tfcv_data
+
+            self._data = tfcv_data
+            self._val_positions = [tfcv_data.fold_indices(folds, k)[1] for k in range(len(folds))]
+            self.n_samples = max(int(p.max()) for p in self._val_positions) + 1
+            if folds.fingerprint and folds.fingerprint.get("n_samples"):
+                self.n_samples = int(folds.fingerprint["n_samples"])
+        else:
+            if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
+                raise TypeError(
+                    f"Invalid value for argument `folds`. Received: folds={folds!r}. With a callable "
+                    "`fold -> (train_ds, val_ds)` as `x`, `folds` must be the number of folds (an int >= 2)."
+                )
+            name = getattr(make_datasets, "__qualname__", type(make_datasets).__name__)
+            self.plan = FoldPlan(
+                [(f"{name}({k}):train", f"{name}({k}):val") for k in range(int(folds))],
+                splitter=f"callable {name}", source={"kind": "callable", "name": name},
+            )
+            self._val_positions = None
+            self.n_samples = None
+        self._cache: dict[int, _FoldData] = {}
+
+    def fingerprint(self) -> dict:
+        return {"source": self.plan.source, "folds": [list(map(_describe, pair)) for pair in self.plan.folds]}
+
+    def task(self) -> str:
+        return "classification" if is_classification_target(self.fold(0, 0).val_labels) else "regression"
+
+    def fold(self, k, seed) -> _FoldData:
+        if self.make_datasets is None:
+            train_ds, val_ds = self._data.fold_datasets(
+                self.plan, k, batch_size=self.batch_size, seed=int(seed), pipeline=self.pipeline
+            )
+        else:
+            datasets = self.make_datasets(k)
+            if not (isinstance(datasets, tuple) and len(datasets) == 2):
+                raise TypeError(
+                    f"The callable passed as `x` must return a (train_ds, val_ds) pair of tf.data.Dataset. "
+                    f"Received for fold {k}: {type(datasets).__name__}."
+                )
+            train_ds, val_ds = datasets
+        import tensorflow as tf
+
+        for name, ds in (("train_ds", train_ds), ("val_ds", val_ds)):
+            if not isinstance(ds, tf.data.Dataset):
+                raise TypeError(f"Fold {k}: `{name}` must be a tf.data.Dataset of (x, y) batches. Received: {type(ds).__name__}.")
+        val_labels = np.concatenate([
+            np.asarray(batch) for batch in val_ds.map(lambda *element: element[1]).as_numpy_iterator()
+        ])
+        return _FoldData(
+            train_x=train_ds, train_y=None, validation=val_ds, batch_size=None,
+            adapt_input=train_ds.map(lambda *element: element[0]),
+            n_train=None, n_val=len(val_labels), val_labels=val_labels,
+        )
+
+    def val_positions(self, k):
+        return None if self._val_positions is None else self._val_positions[k]
+
+
+def _describe(part):
+    return part if isinstance(part, str) else f"{len(part)} indices"
+
+
+def _fold_source(folds, x, y, groups, *, seed, batch_size, pipeline):
+    if callable(x) and not hasattr(x, "shape") and not isinstance(x, (list, tuple)):
+        if y is not None:
+            raise ValueError("`y` must be None when `x` is a callable returning (train_ds, val_ds): the datasets hold the targets.")
+        return _DatasetSource(folds, x, batch_size=batch_size, pipeline=pipeline)
+    if x is None and isinstance(folds, FoldPlan) and (folds.source or {}).get("kind") == "tfds":
+        if y is not None:
+            raise ValueError("`y` must be None when the FoldPlan streams a TFDS dataset: the dataset holds the labels.")
+        return _DatasetSource(folds, None, batch_size=batch_size, pipeline=pipeline)
+    if pipeline is not None:
+        raise ValueError("`pipeline` applies to TFDS plans only; transform in-memory arrays before calling fit.")
+    return _ArraySource(folds, x, y, groups, seed=seed, batch_size=batch_size)
 
 
 # --------------------------------------------------------------- one fold
@@ -300,11 +434,16 @@ class _FoldOutcome:
         self.info = info or {}
 
 
-def _score_fold(model, x_val, y_val, task, *, batch_size) -> _FoldOutcome:
-    compiled = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
+def _score_fold(model, data: _FoldData, task, *, batch_size) -> _FoldOutcome:
+    if data.batch_size is None:  # tf.data: already batched
+        compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
+        predictions = np.asarray(model.predict(data.validation, verbose=0))
+    else:
+        x_val, y_val = data.validation
+        compiled = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
+        predictions = np.asarray(model.predict(x_val, batch_size=batch_size, verbose=0))
     scores = {name: float(value) for name, value in compiled.items()}
-    predictions = np.asarray(model.predict(x_val, batch_size=batch_size, verbose=0))
-    scores.update(score_predictions(y_val, predictions, task))
+    scores.update(score_predictions(data.val_labels, predictions, task))
     return _FoldOutcome(model, scores, predictions)
 
 
@@ -689,8 +828,6 @@ class CVResult:
                  fold_info=None, test_scores=None, n_samples=None):
         self.scores = {k: [float(v) for v in vs] for k, vs in scores.items()}
         self.val_predictions = [np.asarray(p) for p in val_predictions]
-        if n_samples is None:
-            n_samples = (plan.fingerprint or {}).get("n_samples") or 1 + max(int(v.max()) for _, v in plan.folds)
         self.oof_predictions = _out_of_fold(plan, self.val_predictions, n_samples)
         self.models = list(models)
         self.histories = list(histories)
@@ -890,10 +1027,17 @@ class CVResult:
 
 
 def _out_of_fold(plan, val_predictions, n_samples):
+    positions = _val_positions(plan)
+    if positions is None:
+        # Folds from a callable: no shared index, so the folds' validation
+        # predictions are stacked in fold order.
+        return np.concatenate([np.asarray(p, dtype="float32") for p in val_predictions])
+    if n_samples is None:
+        n_samples = (plan.fingerprint or {}).get("n_samples") or 1 + max(int(p.max()) for p in positions)
     first = np.asarray(val_predictions[0])
     total = np.zeros((n_samples,) + first.shape[1:], dtype="float64")
     counts = np.zeros(n_samples, dtype="int64")
-    for (_, val_idx), predictions in zip(plan.folds, val_predictions):
+    for val_idx, predictions in zip(positions, val_predictions):
         np.add.at(total, val_idx, np.asarray(predictions, dtype="float64"))
         np.add.at(counts, val_idx, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -902,3 +1046,13 @@ def _out_of_fold(plan, val_predictions, n_samples):
     oof[counts == 0] = np.nan
     return oof.astype("float32")
 
+
+def _val_positions(plan):
+    """Each fold's validation positions in the data, or None when unknown."""
+    if plan.uses_indices:
+        return [val for _, val in plan.folds]
+    if (plan.source or {}).get("kind") == "tfds":
+        from tfcv import data as tfcv_data
+
+        return [tfcv_data.fold_indices(plan, k)[1] for k in range(len(plan))]
+    return None
