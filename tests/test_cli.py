@@ -22,7 +22,7 @@ def run_tfcv(*args, cwd=None, timeout=600):
 @pytest.mark.slow
 def test_tfcv_run_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_tfcv("run", "--epochs", "1", "--folds", "2", "--run-dir", str(run_dir), "--verbose", "2")
+    proc = run_tfcv("run", "--epochs", "1", "--folds", "2", "--run-dir", str(run_dir), "--verbose", "2", "--test-size", "0.2")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "fold 1/2 epoch 1/1" in out and "fold 2/2 epoch 1/1" in out
@@ -31,6 +31,12 @@ def test_tfcv_run_end_to_end(tmp_path):
     result = tfcv.CVResult.load(run_dir)
     assert result.n_folds == 2
     assert set(result.scores) >= {"accuracy", "precision", "recall", "f1", "loss"}
+    # 20% of 1797 digits held out before the folds; the fold ensemble is scored on them.
+    assert len(result.oof_predictions) == 1437
+    assert "held-out test (fold ensemble): accuracy" in out
+    assert set(result.test_scores) == {"accuracy", "precision", "recall", "f1"}
+    for name in ("confusion_matrix", "fold_scores", "learning_curves_loss", "learning_curves_accuracy"):
+        assert (run_dir / "plots" / f"{name}.png").stat().st_size > 1000
     summary = json.loads((run_dir / "result.json").read_text())
     assert summary["n_folds"] == 2 and summary["info"]["epochs"] == 1
 

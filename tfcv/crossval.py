@@ -426,10 +426,11 @@ def _fold_source(folds, x, y, groups, *, seed, batch_size, pipeline):
 
 
 class _FoldOutcome:
-    def __init__(self, model, scores, val_predictions, history=None, info=None):
+    def __init__(self, model, scores, val_predictions, history=None, info=None, val_targets=None):
         self.model = model
         self.scores = scores
         self.val_predictions = val_predictions
+        self.val_targets = val_targets
         self.history = history or {}
         self.info = info or {}
 
@@ -444,7 +445,7 @@ def _score_fold(model, data: _FoldData, task, *, batch_size) -> _FoldOutcome:
         predictions = np.asarray(model.predict(x_val, batch_size=batch_size, verbose=0))
     scores = {name: float(value) for name, value in compiled.items()}
     scores.update(score_predictions(data.val_labels, predictions, task))
-    return _FoldOutcome(model, scores, predictions)
+    return _FoldOutcome(model, scores, predictions, val_targets=np.asarray(data.val_labels))
 
 
 def score_predictions(y_true: Any, predictions: Any, task: str) -> dict[str, float]:
@@ -773,16 +774,20 @@ def _save_fold(fold_dir, outcome: _FoldOutcome, *, overwrite=False) -> None:
         _atomic.write_json(os.path.join(tmp, "scores.json"), outcome.scores)
         _atomic.write_json(os.path.join(tmp, "info.json"), outcome.info)
         np.save(os.path.join(tmp, "val_predictions.npy"), outcome.val_predictions)
+        if outcome.val_targets is not None:
+            np.save(os.path.join(tmp, "val_targets.npy"), outcome.val_targets)
 
 
 def _load_fold(fold_dir) -> _FoldOutcome:
     model = load_model_safely(os.path.join(fold_dir, "model.keras"))
+    targets_path = os.path.join(fold_dir, "val_targets.npy")
     return _FoldOutcome(
         model,
         _atomic.read_json(os.path.join(fold_dir, "scores.json")),
         np.load(os.path.join(fold_dir, "val_predictions.npy"), allow_pickle=False),
         history=_atomic.read_json(os.path.join(fold_dir, "history.json")),
         info=_atomic.read_json(os.path.join(fold_dir, "info.json")),
+        val_targets=np.load(targets_path, allow_pickle=False) if os.path.exists(targets_path) else None,
     )
 
 
@@ -815,6 +820,8 @@ class CVResult:
         oof_predictions: Out-of-fold predictions, one row per input sample in
             input order (rows never validated are NaN; a sample validated
             several times, as with repeated splitters, gets the mean).
+        oof_targets: The targets aligned with `oof_predictions` (float32,
+            NaN where never validated), for plots and out-of-fold metrics.
         models: The trained `keras.Model` of every fold.
         histories: One `History.history` dict per fold.
         plan: The `FoldPlan` used.
@@ -825,10 +832,15 @@ class CVResult:
     """
 
     def __init__(self, *, scores, val_predictions, models, histories, plan, task, info=None,
-                 fold_info=None, test_scores=None, n_samples=None):
+                 fold_info=None, test_scores=None, n_samples=None, val_targets=None):
         self.scores = {k: [float(v) for v in vs] for k, vs in scores.items()}
         self.val_predictions = [np.asarray(p) for p in val_predictions]
         self.oof_predictions = _out_of_fold(plan, self.val_predictions, n_samples)
+        self.val_targets = None
+        self.oof_targets = None
+        if val_targets is not None and all(t is not None for t in val_targets):
+            self.val_targets = [np.asarray(t) for t in val_targets]
+            self.oof_targets = _out_of_fold(plan, self.val_targets, n_samples)
         self.models = list(models)
         self.histories = list(histories)
         self.plan = plan
@@ -847,6 +859,7 @@ class CVResult:
             scores=scores, val_predictions=[o.val_predictions for o in outcomes],
             models=[o.model for o in outcomes], histories=[o.history for o in outcomes],
             plan=plan, task=task, info=info, fold_info=[o.info for o in outcomes], n_samples=n_samples,
+            val_targets=[o.val_targets for o in outcomes],
         )
 
     @property
@@ -975,6 +988,7 @@ class CVResult:
                 outcome = _FoldOutcome(
                     self.models[k], {n: v[k] for n, v in self.scores.items()}, self.val_predictions[k],
                     history=self.histories[k], info=self.fold_info[k],
+                    val_targets=None if self.val_targets is None else self.val_targets[k],
                 )
                 _save_fold(fold_dir, outcome)
         self._write_summary(run_dir)
