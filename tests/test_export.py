@@ -225,6 +225,45 @@ def test_each_source_of_randomness_alone(tmp_path, augmentation):
     assert not np.array_equal(a["mean"].numpy(), b["mean"].numpy())
 
 
+@keras.saving.register_keras_serializable(package="tfcv_tests")
+class BatchRecorder(keras.layers.Layer):
+    """The identity; records the static batch size of every call."""
+
+    seen: list = []
+
+    def call(self, x):
+        BatchRecorder.seen.append(x.shape[0])
+        return x
+
+
+def test_layers_before_the_first_random_one_run_once(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), batch_size=3)
+    h = keras.layers.Dense(16, activation="relu")(BatchRecorder()(inputs))
+    h = keras.layers.BatchNormalization()(h)
+    outputs = keras.layers.Dense(4, activation="softmax")(keras.layers.Dropout(0.5)(h))
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).random((3, 6), dtype="float32")
+
+    BatchRecorder.seen.clear()
+    path = export.export_saved_model(model, tmp_path / "m", randomized=Randomized(8), warmup=False)
+    # Traced for serving_default and predict_randomized, always on the batch
+    # of 3, never on the 24 rows of the tiled batch.
+    assert 24 not in BatchRecorder.seen and BatchRecorder.seen.count(3) >= 2
+    signatures = tf.saved_model.load(path).signatures
+    served = signatures["serving_default"](inputs=x)["outputs"].numpy()
+    np.testing.assert_allclose(served, model(x).numpy(), atol=1e-5)
+    randomized = signatures["predict_randomized"](inputs=x)
+    assert randomized["std"].numpy().max() > 1e-3
+    assert randomized["mean"].shape == (3, 4)
+
+    with pytest.warns(UserWarning, match="deterministic"):
+        path = export.export_saved_model(model, tmp_path / "m", warmup=False,
+                                         randomized=Randomized(8, augmentation=False, mc_dropout=False))
+    signatures = tf.saved_model.load(path).signatures
+    np.testing.assert_allclose(signatures["predict_randomized"](inputs=x)["mean"].numpy(), served, atol=1e-6)
+
+
 def test_warns_when_nothing_randomizes(tmp_path):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
@@ -341,7 +380,7 @@ def test_mismatch_with_in_memory_model_publishes_nothing(tmp_path):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, EagerOnlyOffset()(keras.layers.Dense(3)(inputs)))
     with pytest.raises(BundleError, match=r"serving_default output 'outputs' differs .* by 1"):
-        export.export_saved_model(model, tmp_path / "m")
+        export.export_saved_model(model, tmp_path / "m", randomized=None)
     assert os.listdir(tmp_path / "m") == []
 
 

@@ -428,6 +428,7 @@ class _ExportPlan:
                 UserWarning,
                 stacklevel=3,
             )
+        self.splits = [None if randomized is None else _split_at_randomness(m, randomized) for m in self.models]
         self.input_range = self._input_range(warmup)
         self.warmup = warmup is not False and warmup is not None
         if self.warmup and any(d is None for d in self.input_shape[1:]):
@@ -436,7 +437,7 @@ class _ExportPlan:
                 "be drawn for it. Pass warmup=False, or an array of samples as `warmup`."
             )
         self.rng = np.random.default_rng(0 if randomized is None or randomized.seed is None else randomized.seed)
-        self.probe = self.random_inputs(8)
+        self.probe = self.random_inputs(8 if self.input_shape[0] is None else int(self.input_shape[0]))
         reference = self._eager_outputs(first, self.probe)
         self.output_names = list(reference)
         self.task = self._task(first, reference)
@@ -498,7 +499,10 @@ class _ExportPlan:
     # ----------------------------------------------------------- graphs
 
     def _outputs(self, model, x) -> dict[str, tf.Tensor]:
-        outputs = _name_outputs(model(x, training=False), model)
+        return self._convert(model(x, training=False), model)
+
+    def _convert(self, raw, model) -> dict[str, tf.Tensor]:
+        outputs = _name_outputs(raw, model)
         if set(outputs) != set(self.output_names):
             raise ValueError(
                 f"Model {model.name!r} returns outputs {sorted(outputs)}, the first model returns "
@@ -537,11 +541,17 @@ class _ExportPlan:
         draws: dict[str, list] = {name: [] for name in self.output_names}
         weights = []
         with randomized_inference(augmentation=bool(config.augmentation), dropout=bool(config.mc_dropout)):
-            for model, count in zip(self.models, counts):
+            for model, split, count in zip(self.models, self.splits, counts):
                 # One call on the batch tiled `count` times: the randomized
-                # passes run as one vectorized graph, not a loop.
-                tiled = tf.tile(x, [count] + [1] * (len(x.shape) - 1))
-                for name, value in self._outputs(model, tiled).items():
+                # passes run as one vectorized graph, not a loop. Layers
+                # before the first randomized one run once, on the batch.
+                if split is None:
+                    raw = model(_tile(x, count), training=False)
+                else:
+                    prefix, suffix = split
+                    shared = prefix(x, training=False)
+                    raw = suffix(tf.nest.map_structure(lambda t, n=count: _tile(t, n), shared), training=False)
+                for name, value in self._convert(raw, model).items():
                     rest = value.shape[1:]
                     shape = [count, -1, *rest] if rest.is_fully_defined() else tf.concat(
                         [[count, batch], tf.shape(value)[1:]], axis=0)
@@ -702,12 +712,55 @@ class _ExportPlan:
         }
 
 
-def _has_random_layers(model, randomized: Randomized) -> bool:
+def _has_random_layers(layer, randomized: Randomized) -> bool:
+    """Whether `layer` is, or holds, a layer that `randomized` randomizes."""
     from tfcv.layers import Augmentation
     from tfcv.layers.randomized import _DROPOUT_ROOTS
 
     kinds = (Augmentation,) * bool(randomized.augmentation) + _DROPOUT_ROOTS * bool(randomized.mc_dropout)
-    return any(isinstance(layer, kinds) for layer in model._flatten_layers(include_self=False))
+    if not isinstance(layer, keras.layers.Layer):
+        return False
+    return any(isinstance(inner, kinds) for inner in layer._flatten_layers(include_self=True))
+
+
+def _split_at_randomness(model, randomized: Randomized):
+    """`(prefix, suffix)` models around the first randomized layers of a
+    functional model, or `None` when nothing before them can be shared.
+
+    The prefix holds every layer that does not depend on a randomized one, so
+    the randomized signature runs it once on the batch instead of once per
+    sample; `suffix(prefix(x))` computes exactly `model(x)`.
+    """
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
+    if not nodes_by_depth or len(graph.inputs) != 1:
+        return None
+    random_ids: set[int] = set()
+    cut: dict[int, Any] = {}
+    for depth in sorted(nodes_by_depth, reverse=True):
+        for node in nodes_by_depth[depth]:
+            inputs = list(node.input_tensors)
+            if not inputs:
+                continue
+            if _has_random_layers(node.operation, randomized) or any(id(t) in random_ids for t in inputs):
+                random_ids.update(id(t) for t in node.output_tensors)
+                cut.update({id(t): t for t in inputs if id(t) not in random_ids})
+    if not cut or any(id(t) not in random_ids for t in graph.outputs):
+        return None
+    tensors = list(cut.values())
+    if all(t is graph.inputs[0] for t in tensors):
+        return None
+    shared = tensors[0] if len(tensors) == 1 else tensors
+    try:
+        prefix = keras.Model(graph.inputs[0], shared)
+        suffix = keras.Model(shared, graph._outputs_struct)
+    except Exception:  # noqa: BLE001 - an unusual graph: tile the inputs instead
+        return None
+    return prefix, suffix
+
+
+def _tile(tensor, count: int):
+    return tf.tile(tensor, [count] + [1] * (len(tensor.shape) - 1))
 
 
 def _single_argument(fn):
@@ -923,7 +976,7 @@ def _check_bundle(version_dir: str, *, loaded=None) -> dict:
     else:
         rng = np.random.default_rng(0)
         spec = metadata["input_spec"]
-        shape = [2] + [d if d is not None else 1 for d in spec["shape"][1:]]
+        shape = [d if d is not None else 2 for d in spec["shape"]]
         for name in expected:
             requests.append((f"random batch for {name!r}", name,
                              {spec["name"]: _random_tensor(rng, shape, spec["dtype"], spec["range"])}))
