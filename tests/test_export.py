@@ -327,6 +327,22 @@ def test_without_randomized_and_other_tasks(tmp_path):
                                   metadata={"task": "classification", "class_names": ["a", "b", "c"]})
 
 
+def test_dict_outputs_become_named_signature_outputs(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,))
+    h = keras.layers.Dropout(0.3)(keras.layers.Dense(8)(inputs))
+    model = keras.Model(inputs, {"a": keras.layers.Dense(2)(h), "b": keras.layers.Dense(1)(h)})
+    path = export.export_saved_model(model, tmp_path / "m", randomized=Randomized(4), warmup=False)
+    defs = export.read_signature_defs(path)
+    assert set(defs["serving_default"]["outputs"]) == {"a", "b"}
+    assert set(defs["predict_randomized"]["outputs"]) == {"a_mean", "a_std", "b_mean", "b_std"}
+    x = np.random.default_rng(0).random((3, 5), dtype="float32")
+    served = tf.saved_model.load(path).signatures["serving_default"](inputs=x)
+    expected = model(x, training=False)
+    for key in ("a", "b"):
+        np.testing.assert_allclose(served[key].numpy(), expected[key].numpy(), atol=1e-5)
+
+
 # ------------------------------------------------------------------ safety
 
 
