@@ -500,3 +500,17 @@ def test_cli_export_and_inspect(cv_result, tmp_path, capsys):
         assert fragment in out, fragment
     assert cli.main(["inspect", str(tmp_path)]) == 2
     assert "not a SavedModel version directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_run_exports_at_the_end(tmp_path, capsys):
+    from tfcv import cli
+
+    base = tmp_path / "serving" / "digits"
+    argv = ["run", "--folds", "2", "--epochs", "1", "--run-dir", str(tmp_path / "run"), "--export", str(base),
+            "--verbose", "0"]
+    assert cli.main(argv) == 0
+    assert f"Exported TF Serving bundle to {base / '1'}" in capsys.readouterr().out
+    meta = json.loads((base / "1" / "assets.extra" / "tfcv.json").read_text())
+    assert meta["n_folds"] == 2 and meta["input_spec"]["name"] == "image"
+    assert set(export.read_signature_defs(base / "1")) == {"serving_default", "predict_folds", "predict_randomized"}
