@@ -50,6 +50,7 @@ from tfcv.serving import (
 )
 from tfcv.serving.rest import decode_predict_request
 from tfcv.serving.servable import Signature, read_signature_defs
+from tfcv.serving.server import _bind_socket
 
 pytestmark = pytest.mark.slow
 
@@ -707,3 +708,46 @@ def test_server_options_validate_and_bind_only_loopback_by_default():
         ServerOptions(port=0, rest_api_port=0)
     with pytest.raises(ValueError, match="max_batch_size=0"):
         BatchingOptions(max_batch_size=0)
+    # asyncio turns on TCP_NODELAY only for sockets created with IPPROTO_TCP;
+    # without it every REST answer waited ~40 ms for a delayed ACK.
+    sock = _bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        with pytest.raises(OSError, match=f"Cannot bind the REST port 127.0.0.1:{sock.getsockname()[1]}"):
+            _bind_socket("127.0.0.1", sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+# ------------------------------------------------------------------ clients
+
+CLIENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serving", "clients")
+
+
+def _run_client(argv, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **kwargs.pop("env", {})}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env, **kwargs)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_rest_and_grpc_clients_print_predictions_with_uncertainty(server):
+    rest = _run_client([sys.executable, os.path.join(CLIENTS, "rest_client.py"), "--url", server.rest, "--count", "2"])
+    assert "versions: 2 AVAILABLE, 1 AVAILABLE" in rest
+    lines = [line for line in rest.splitlines() if line.startswith("label ")]
+    assert len(lines) == 2 and all("predicted" in line and "±" in line and "entropy" in line for line in lines)
+    grpc_out = _run_client([sys.executable, os.path.join(CLIENTS, "grpc_client.py"), "--target", server.grpc_target,
+                            "--count", "2"])
+    assert "answered by version 2" in grpc_out
+    assert [line for line in grpc_out.splitlines() if line.startswith("label ")][0].split("|")[0] == lines[0].split("|")[0]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_lines_answer_in_tf_serving_shapes(server):
+    out = _run_client(["bash", os.path.join(CLIENTS, "rest_curl.sh")],
+                      env={"HOST": server.rest.removeprefix("http://"), "MODEL": MODEL})
+    documents = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert documents[0]["model_version_status"][0]["state"] == "AVAILABLE"
+    assert len(documents[2]["predictions"]) == 1 and len(documents[2]["predictions"][0]) == 10
+    assert set(documents[3]["outputs"]) == RANDOMIZED_OUTPUTS
+    assert len(documents[4]["predictions"][0]) == 10

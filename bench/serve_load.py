@@ -1,0 +1,191 @@
+"""Load test of `tfcv serve`: requests/s and p50/p99 latency over REST and gRPC.
+
+Exports the reference CNN (or uses `--model_base_path`), starts
+`python -m tfcv.serving` on free ports of 127.0.0.1, and runs `--clients`
+concurrent clients for `--duration` seconds each against:
+
+- `in-process`: the SavedModel's `serving_default` called directly, the
+  floor that no server can beat;
+- `rest`: `POST /v1/models/<name>:predict` in the row format, one
+  keep-alive HTTP connection per client;
+- `grpc`: `PredictionService/Predict` through the official stub, one
+  channel shared by the clients.
+
+Clients and server share the machine's CPUs, so the numbers are a lower
+bound of what the server does with its own cores.
+
+Usage:
+
+    python bench/serve_load.py [--clients 8] [--duration 10] [--batch-size 1]
+        [--model_base_path DIR --model_name NAME] [--enable_batching true|false] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import grpc  # noqa: E402
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+START_TIMEOUT = 300
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_reference(directory: str) -> str:
+    import tfcv
+    from tfcv.export import Randomized, export_saved_model
+
+    base = os.path.join(directory, "digits")
+    export_saved_model(tfcv.models.reference_cnn((8, 8, 1), 10), base, version=1, randomized=Randomized(samples=16))
+    return base
+
+
+def run_clients(clients: int, duration: float, call) -> dict:
+    """Runs `call()` in `clients` threads for `duration` seconds; latency stats in ms."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    start_gate = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def worker(k: int) -> None:
+        start_gate.wait()
+        while time.perf_counter() < deadline[0]:
+            t0 = time.perf_counter()
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - counted, the load goes on
+                errors[k] += 1
+                continue
+            latencies[k].append((time.perf_counter() - t0) * 1e3)
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.perf_counter() + duration
+    begin = time.perf_counter()
+    start_gate.wait()
+    for t in threads:
+        t.join(timeout=duration + 60)
+    elapsed = time.perf_counter() - begin
+    values = np.concatenate([np.asarray(v) for v in latencies]) if any(latencies) else np.zeros(0)
+    return {
+        "requests": int(values.size),
+        "errors": int(sum(errors)),
+        "requests_per_s": values.size / elapsed,
+        "p50_ms": float(np.percentile(values, 50)) if values.size else float("nan"),
+        "p99_ms": float(np.percentile(values, 99)) if values.size else float("nan"),
+    }
+
+
+def start_server(args, base: str, rest_port: int, grpc_port: int, log) -> subprocess.Popen:
+    argv = [
+        sys.executable, "-m", "tfcv.serving", f"--model_name={args.model_name}", f"--model_base_path={base}",
+        f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--enable_batching={args.enable_batching}",
+    ]
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    url = f"http://127.0.0.1:{rest_port}/v1/models/{args.model_name}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with status {process.returncode}; see {log.name}")
+        try:
+            if "AVAILABLE" in httpx.get(url, timeout=2).text:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise SystemExit(f"the server was not ready after {START_TIMEOUT}s; see {log.name}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default %(default)s)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per mode (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=1, help="instances per request (default %(default)s)")
+    parser.add_argument("--model_base_path", help="bundle base path (default: export the reference CNN)")
+    parser.add_argument("--model_name", default="digits", help="model name (default %(default)s)")
+    parser.add_argument("--enable_batching", default="true", choices=("true", "false"),
+                        help="server-side batching (default %(default)s)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.clients < 1 or not 0 < args.duration <= 600 or args.batch_size < 1:
+        parser.error("expected --clients >= 1, 0 < --duration <= 600 and --batch-size >= 1")
+
+    with tempfile.TemporaryDirectory(prefix="tfcv-serve-load-") as tmp:
+        base = args.model_base_path or export_reference(tmp)
+        versions = sorted(int(v) for v in os.listdir(base) if v.isdigit())
+        loaded = tf.saved_model.load(os.path.join(base, str(versions[-1])))
+        signature = loaded.signatures["serving_default"]
+        ((name, spec),) = signature.structured_input_signature[1].items()
+        shape = (args.batch_size, *spec.shape[1:])
+        x = np.random.default_rng(0).random(shape).astype(spec.dtype.as_numpy_dtype)
+
+        rest_port, grpc_port = free_port(), free_port()
+        with open(os.path.join(tmp, "server.log"), "w") as log:
+            server = start_server(args, base, rest_port, grpc_port, log)
+            try:
+                results = {}
+                tensor = tf.constant(x)
+                results["in-process"] = run_clients(args.clients, args.duration, lambda: signature(**{name: tensor}))
+
+                body = json.dumps({"instances": x.tolist()}).encode()
+                url = f"http://127.0.0.1:{rest_port}/v1/models/{args.model_name}:predict"
+                local = threading.local()
+
+                def rest_call():
+                    if not hasattr(local, "client"):
+                        # httpx writes the headers and the body separately:
+                        # without TCP_NODELAY, Nagle's algorithm and delayed
+                        # ACKs add ~40 ms to every request.
+                        transport = httpx.HTTPTransport(socket_options=[NODELAY])
+                        local.client = httpx.Client(timeout=30, transport=transport)
+                    response = local.client.post(url, content=body, headers={"Content-Type": "application/json"})
+                    response.raise_for_status()
+
+                results["rest"] = run_clients(args.clients, args.duration, rest_call)
+
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = args.model_name
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(x))
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                    results["grpc"] = run_clients(args.clients, args.duration, lambda: stub.Predict(request, timeout=30))
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+
+    print(f"{args.clients} clients x {args.duration:g} s, batch size {args.batch_size}, "
+          f"server batching {args.enable_batching}, {os.cpu_count()} CPUs shared by clients and server")
+    print(f"{'mode':<11} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>7}")
+    for mode, r in results.items():
+        print(f"{mode:<11} {r['requests_per_s']:>11.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['requests']:>9d} {r['errors']:>7d}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args), "results": results}, f, indent=2)
+    return 1 if any(r["errors"] for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
