@@ -58,6 +58,12 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="session")
+def tfds_digits_dir(tmp_path_factory):
+    """A TFDS data_dir holding the prepared `tfcv_digits` dataset (offline)."""
+    return tfcv.data.prepare_digits(tmp_path_factory.mktemp("tfds"))
+
+
 def run_layer_test(
     layer_cls,
     init_kwargs,
