@@ -11,6 +11,7 @@ goes through the official `tensorflow_serving.apis` stubs.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import math
 import os
@@ -148,6 +149,14 @@ def grpc_request(model=MODEL, signature="serving_default", x=None, *, version=No
     if x is not None:
         request.inputs[name].CopyFrom(tf.make_tensor_proto(x))
     return request
+
+
+def run_in_threads(target, n: int, timeout: float = 120) -> None:
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
 
 
 def call_signature(loaded, x, signature="serving_default") -> dict:
@@ -304,11 +313,7 @@ def test_concurrent_rest_and_grpc_clients_get_their_own_answers(server, bundles,
         except Exception as error:  # noqa: BLE001 - reported below
             failures.append(repr(error))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    run_in_threads(client, 6)
     assert failures == []
 
 
@@ -362,6 +367,7 @@ def test_grpc_metadata_and_status(server, bundles):
     ("wrong rank", grpc.StatusCode.INVALID_ARGUMENT, "expects shape [-1,8,8,1] (-1: any size), received shape [2,8,8]"),
     ("wrong input name", grpc.StatusCode.INVALID_ARGUMENT, "unknown input name(s) ['pixels']"),
     ("unknown output filter", grpc.StatusCode.INVALID_ARGUMENT, "['logits']"),
+    ("huge declared shape", grpc.StatusCode.INVALID_ARGUMENT, "above the limit"),
 ])
 def test_grpc_errors_have_tf_serving_codes(server, case, code, fragment):
     x = np.zeros((2, 8, 8, 1), np.float32)
@@ -373,9 +379,15 @@ def test_grpc_errors_have_tf_serving_codes(server, case, code, fragment):
         "wrong rank": grpc_request(x=x[..., 0]),
         "wrong input name": grpc_request(x=x, name="pixels"),
         "unknown output filter": grpc_request(x=x),
+        "huge declared shape": grpc_request(x=x),
     }[case]
     if case == "unknown output filter":
         request.output_filter.append("logits")
+    if case == "huge declared shape":
+        # A few bytes that would expand to 4 TB of float32 if trusted.
+        request.inputs["image"].ClearField("tensor_content")
+        request.inputs["image"].float_val.append(0.5)
+        request.inputs["image"].tensor_shape.dim[0].size = 10**12
     with pytest.raises(grpc.RpcError) as info:
         server.predict_stub().Predict(request, timeout=30)
     assert info.value.code() == code
@@ -407,6 +419,7 @@ BAD_REQUESTS = [
     ("wrong dtype booleans", ":predict", {"instances": [[[[True]] * 8] * 8]}, 400, "received booleans"),
     ("nulls", ":predict", {"instances": [[[[None]] * 8] * 8]}, 400, "received nulls"),
     ("out of float32 range", ":predict", {"instances": [_image(1e300)]}, 400, "out of the range of DT_FLOAT"),
+    ("integer of 5000 digits", ":predict", b'{"instances": [' + b"1" * 5000 + b"]}", 400, "JSON Parse error"),
     ("empty batch", ":predict", {"instances": []}, 400, "batch is empty"),
     ("empty columnar batch", ":predict", {"inputs": {"image": []}}, 400, "empty batch"),
     ("bad signature name type", ":predict", {"signature_name": 3, "instances": [_image()]}, 400,
@@ -630,11 +643,7 @@ def test_batcher_merges_concurrent_requests_and_splits_answers():
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    run_in_threads(submit, 12)
     batcher.close()
     assert errors == []
     for i, out in results.items():
@@ -661,11 +670,7 @@ def test_batcher_isolates_a_failing_request():
         except InvalidArgument as error:
             outcomes[i] = error
 
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    run_in_threads(submit, 6)
     batcher.close()
     assert isinstance(outcomes.pop(3), InvalidArgument)
     assert outcomes == {i: i + 1.0 for i in (0, 1, 2, 4, 5)}
@@ -731,13 +736,17 @@ def _run_client(argv, **kwargs):
     return done.stdout
 
 
-def test_rest_and_grpc_clients_print_predictions_with_uncertainty(server):
+def test_rest_and_grpc_clients_print_predictions_with_uncertainty(server, capsys):
     rest = _run_client([sys.executable, os.path.join(CLIENTS, "rest_client.py"), "--url", server.rest, "--count", "2"])
     assert "versions: 2 AVAILABLE, 1 AVAILABLE" in rest
     lines = [line for line in rest.splitlines() if line.startswith("label ")]
     assert len(lines) == 2 and all("predicted" in line and "±" in line and "entropy" in line for line in lines)
-    grpc_out = _run_client([sys.executable, os.path.join(CLIENTS, "grpc_client.py"), "--target", server.grpc_target,
-                            "--count", "2"])
+    # In this process: TensorFlow is imported already, a subprocess would import it again.
+    spec = importlib.util.spec_from_file_location("grpc_client", os.path.join(CLIENTS, "grpc_client.py"))
+    grpc_client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grpc_client)
+    assert grpc_client.main(["--target", server.grpc_target, "--count", "2"]) == 0
+    grpc_out = capsys.readouterr().out
     assert "answered by version 2" in grpc_out
     assert [line for line in grpc_out.splitlines() if line.startswith("label ")][0].split("|")[0] == lines[0].split("|")[0]
 

@@ -71,7 +71,7 @@ def create_grpc_server(registry: ModelRegistry, *, host: str = "127.0.0.1", port
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(registry, strict=strict), server
+        PredictionServicer(registry, strict=strict, max_message_bytes=max_message_bytes), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -97,9 +97,10 @@ def _model_lookup(model_spec):
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """`tensorflow.serving.PredictionService`: `Predict` and `GetModelMetadata`."""
 
-    def __init__(self, registry: ModelRegistry, *, strict: bool = False):
+    def __init__(self, registry: ModelRegistry, *, strict: bool = False, max_message_bytes: int = 16 * 1024 * 1024):
         self.registry = registry
         self.strict = strict
+        self.max_message_bytes = max_message_bytes
 
     def Predict(self, request, context):  # noqa: N802 - the gRPC method name
         try:
@@ -113,7 +114,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _predict(self, request) -> predict_pb2.PredictResponse:
         servable = self.registry.get(*_model_lookup(request.model_spec))
         signature = servable.signature(request.model_spec.signature_name)
-        inputs = tensor_protos_to_arrays(request.inputs)
+        inputs = tensor_protos_to_arrays(request.inputs, max_bytes=self.max_message_bytes)
         outputs = signature.predict(inputs, output_filter=request.output_filter, allow_nonfinite=not self.strict)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name

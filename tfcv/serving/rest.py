@@ -259,6 +259,8 @@ def parse_json(body: bytes, *, strict: bool = False) -> dict:
         raise InvalidArgument("JSON Parse error: the document is nested too deeply.") from None
     except json.JSONDecodeError as error:
         raise InvalidArgument(f"JSON Parse error: {error.msg} at offset {error.pos}.") from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise InvalidArgument(f"JSON Parse error: {error}.") from None
     if not isinstance(document, dict):
         raise InvalidArgument(f"JSON Parse error: expected a JSON object, received {type(document).__name__}.")
     return document

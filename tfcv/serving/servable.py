@@ -309,10 +309,30 @@ def read_signature_defs(path: str) -> get_model_metadata_pb2.SignatureDefMap:
     return result
 
 
-def tensor_protos_to_arrays(protos: Mapping) -> dict[str, np.ndarray]:
-    """Converts a map of `TensorProto`s (a `PredictRequest.inputs`) to arrays."""
+def tensor_protos_to_arrays(protos: Mapping, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Converts a map of `TensorProto`s (a `PredictRequest.inputs`) to arrays.
+
+    Args:
+        protos: Map of input name to `TensorProto`.
+        max_bytes: `int` or `None`. Largest array a proto may expand to.
+            A few bytes of proto can declare a huge shape filled with one
+            value, so requests from the network are bounded.
+
+    Raises:
+        InvalidArgument: for a malformed proto or one above `max_bytes`.
+    """
     arrays = {}
     for name, proto in protos.items():
+        dims = [d.size for d in proto.tensor_shape.dim]
+        if any(d < 0 for d in dims):
+            raise InvalidArgument(f"Input `{name}` has a negative dimension in its shape {format_shape(dims)}.")
+        if max_bytes is not None and proto.dtype != types_pb2.DT_STRING:
+            size = int(np.prod(dims, dtype=object)) * max(tf.dtypes.as_dtype(proto.dtype).size, 1)
+            if size > max_bytes:
+                raise InvalidArgument(
+                    f"Input `{name}` of shape {format_shape(dims)} would take {size} bytes, above the "
+                    f"limit of {max_bytes} bytes (--max_body_bytes)."
+                )
         try:
             arrays[name] = tf.make_ndarray(proto)
         except (TypeError, ValueError) as error:

@@ -172,6 +172,9 @@ def serve(model_name: str | None = None, model_base_path: str | os.PathLike | No
             grpc_server.start()
             logger.info("Running gRPC ModelServer at %s:%d ...", options.host, port)
         if rest_socket is not None:
+            if options.accepted_hosts() == ("*",):
+                logger.warning("The REST API on %s accepts any Host header; pass --allowed_hosts with the "
+                               "names clients use to refuse DNS-rebinding requests.", options.host)
             rest_server, rest_thread = _start_rest(registry, rest_socket, options)
             logger.info("Exporting HTTP/REST API at %s:%d ...", options.host, rest_socket.getsockname()[1])
         while not stop_event.wait(0.2):
@@ -185,7 +188,7 @@ def serve(model_name: str | None = None, model_base_path: str | os.PathLike | No
             rest_server.should_exit = True
             rest_thread.join(timeout=10)
         if grpc_server is not None:
-            grpc_server.stop(grace=2).wait()
+            grpc_server.stop(grace=1).wait()
         registry.stop()
         if rest_socket is not None:
             rest_socket.close()
