@@ -431,15 +431,15 @@ class Training:
             name, arguments = optimizer["name"], {k: v for k, v in optimizer.items() if k != "name"}
         else:
             name, arguments = optimizer, {}
-        optimizer_class(name)
-        accepted = [p for p in inspect.signature(optimizer_class(name).__init__).parameters
+        cls = optimizer_class(name)
+        accepted = [p for p in inspect.signature(cls.__init__).parameters
                     if p not in ("self", "learning_rate", "name", "kwargs")]
         for key in arguments:
             if key == "learning_rate":
                 raise SpecValueError("optimizer.learning_rate", "Set `training.learning_rate` (and "
                                       "`training.schedule`) instead.", lead="Misplaced key")
             if key not in accepted:
-                raise SpecValueError(f"optimizer.{key}", f"{optimizer_class(name).__name__} accepts {accepted}.",
+                raise SpecValueError(f"optimizer.{key}", f"{cls.__name__} accepts {accepted}.",
                                       lead="Unknown key")
         _set(self, "optimizer", _freeze(optimizer))
         _set(self, "learning_rate", _float("learning_rate", self.learning_rate, low=0.0))
