@@ -10,6 +10,7 @@ goes through the official `tensorflow_serving.apis` stubs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import json
@@ -47,6 +48,7 @@ from tfcv.serving import (
     ModelConfig,
     ModelRegistry,
     ServerOptions,
+    create_app,
     read_model_config_file,
 )
 from tfcv.serving.rest import decode_predict_request
@@ -760,3 +762,19 @@ def test_curl_lines_answer_in_tf_serving_shapes(server):
     assert len(documents[2]["predictions"]) == 1 and len(documents[2]["predictions"][0]) == 10
     assert set(documents[3]["outputs"]) == RANDOMIZED_OUTPUTS
     assert len(documents[4]["predictions"][0]) == 10
+
+
+def test_cors_headers_only_for_the_origins_asked_for(tmp_path):
+    registry = ModelRegistry(ModelConfig("m", str(tmp_path / "none")), file_system_poll_wait_seconds=0)
+    app = create_app(registry, cors_allow_origins=["https://app.example"])
+
+    async def get(origin):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.get("/v1/models/m", headers={"Origin": origin})
+
+    allowed, other = asyncio.run(get("https://app.example")), asyncio.run(get("https://evil.example"))
+    assert allowed.status_code == other.status_code == 404
+    assert "Could not find any versions of model m" in allowed.json()["error"]
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in other.headers
