@@ -4,7 +4,7 @@ Generates TFDS datasets of random 64x64x3 uint8 images, by default of about
 100 MiB and 400 MiB (the larger one above the 250 MiB under which TFDS would
 cache a dataset in memory on its own), then cross-validates a small Keras
 model on each in fresh subprocesses that report their peak resident memory
-(`resource.getrusage`):
+(`VmHWM` on Linux, `resource.getrusage` elsewhere):
 
 - `streamed`: `tfcv.data.fold_datasets` with no cache: every fold reads its
   examples from disk, batch after batch.
@@ -155,9 +155,21 @@ def child(args) -> None:
 
 
 def _peak_rss() -> int:
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    """Peak resident memory of this process, in bytes.
+
+    On Linux this is `VmHWM` of /proc/self/status: `getrusage`'s `ru_maxrss`
+    survives fork and exec, so a child started by a process that already
+    held 1 GiB would report at least 1 GiB whatever it does itself.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def main(argv=None) -> dict:

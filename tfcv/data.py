@@ -14,6 +14,11 @@ dataset, without ever loading it whole:
 - `DigitsBuilder` is a real TFDS builder for scikit-learn's embedded digits,
   prepared offline, so the whole TFDS path runs without a network.
 
+`tfcv.CrossValidator(build_fn, folds=tfds_folds(...)).fit(epochs=...)`
+streams every fold this way (no `x`, no `y`: the plan says where the data
+is). Any other pipeline is cross-validated by passing `fit` a callable
+`fold -> (train_ds, val_ds)` instead.
+
 How percent slices round: TFDS resolves a boundary of `p` percent on a split
 of `n` examples to `round(p * n / 100)` (its default `rounding="closest"`;
 the other mode, `"pct1_dropremainder"`, drops examples and is never used
