@@ -502,7 +502,8 @@ def adapt_preprocessing(model: keras.Model, x: Any, *, batch_size: int = 256) ->
         The names of the adapted layers.
     """
     adapted: list[str] = []
-    _adapt_recursive(model, np.asarray(x), batch_size, adapted)
+    # Streamed folds pass a tf.data.Dataset, which Keras adapts and predicts on as it is.
+    _adapt_recursive(model, x if hasattr(x, "element_spec") else np.asarray(x), batch_size, adapted)
     return adapted
 
 
