@@ -3,7 +3,6 @@ the input Pipeline and the offline digits TFDS builder."""
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import keras
@@ -409,54 +408,90 @@ def test_streamed_cross_validation_scores_like_the_in_memory_path(tfds_digits_di
     assert abs(np.mean(streamed) - np.mean(in_memory)) < 0.04, (streamed, in_memory)
 
 
-def test_mocked_catalogue_dataset_cross_validates_without_download(tmp_path):
-    # tfds.testing.mock_data serves random examples for any split string (it
-    # ignores slicing), so this checks the plumbing for a catalogue dataset;
-    # the real slicing is checked on the prepared digits above.
+def test_stock_mock_data_streams_a_catalogue_dataset(tmp_path):
+    # tfds.testing.mock_data's own fake examples ignore slicing (every split
+    # string yields `num_examples`), so this only checks that the plumbing
+    # works with the stock mock; see the next test for slices.
     with tfds.testing.mock_data(num_examples=48):
         plan = tfds_folds("mnist", k=2, data_dir=str(tmp_path))
-        assert plan.source["name"] == "mnist"
-        for fold in range(2):
-            train_ds, val_ds = fold_datasets(plan, fold, batch_size=16, seed=fold, pipeline=Pipeline(rescale=1 / 255))
-            assert train_ds.element_spec[0].shape.as_list() == [None, 28, 28, 1]
-            assert train_ds.element_spec[0].dtype == tf.float32
-            model = tiny_classifier(input_shape=(28, 28, 1))
-            history = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0)
-            assert np.isfinite(history.history["val_loss"][0])
+        train_ds, val_ds = fold_datasets(plan, 0, batch_size=16, seed=0, pipeline=Pipeline(rescale=1 / 255))
+        assert train_ds.element_spec[0].shape.as_list() == [None, 28, 28, 1]
+        assert train_ds.element_spec[0].dtype == tf.float32
+        history = tiny_classifier(input_shape=(28, 28, 1)).fit(train_ds, validation_data=val_ds, epochs=1, verbose=0)
+        assert np.isfinite(history.history["val_loss"][0])
 
         stratified = tfds_folds("mnist", k=2, data_dir=str(tmp_path), stratify=True)
         for fold in range(2):
             _, val_ds = fold_datasets(stratified, fold, batch_size=16, seed=fold)
-            # Mocked examples depend on which features are decoded, so the
+            # Stock mocked examples depend on which features are decoded, so
             # labels read alone differ from the streamed ones; the selection
             # of the fold's positions is still exact.
             assert sum(len(b) for _, b in val_ds) == len(fold_indices(stratified, fold)[1])
 
 
-def _crossval_accepts_tfds_plans() -> bool:
-    return inspect.signature(tfcv.CrossValidator.fit).parameters["x"].default is None
+def sliced_mnist_mock(n):
+    """An `as_dataset_fn` for `tfds.testing.mock_data` that honours split
+    slices (resolved by TFDS' ReadInstruction) over `n` fixed fake MNIST
+    examples, and the decoders tfcv uses (labels only; undecoded images)."""
+    rng = np.random.default_rng(0)
+    labels = (np.arange(n) % 10).astype("int64")
+    images = (rng.integers(0, 40, (n, 28, 28, 1)) + 20 * labels[:, None, None, None]).astype("uint8")
+    encoded = np.array([tf.io.encode_png(image).numpy() for image in images], dtype=object)
+
+    def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+        positions = resolve_with_tfds(split, "train", n)
+        examples = {"image": images[positions], "label": labels[positions]}
+        if isinstance(decoders, dict) and isinstance(decoders.get("image"), tfds.decode.SkipDecoding):
+            examples["image"] = encoded[positions]
+        if isinstance(decoders, tfds.decode.PartialDecoding):
+            examples = {"label": examples["label"]}
+        return tf.data.Dataset.from_tensor_slices(examples)
+
+    return as_dataset, images, labels
+
+
+def uint8_classifier(input_shape, scale=1 / 255):
+    inputs = keras.Input(input_shape, dtype="uint8")
+    h = keras.layers.Rescaling(scale)(inputs)
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(h)
+    h = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(h))
+    outputs = keras.layers.Dense(10, activation="softmax")(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _crossval_accepts_tfds_plans(),
-    reason="CrossValidator.fit does not take TFDS plans yet (x is required): waiting for crossval's integration",
-)
+def test_the_issue_one_liner_cross_validates_mocked_mnist(tmp_path):
+    n = 250
+    as_dataset, images, labels = sliced_mnist_mock(n)
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        plan = tfcv.data.tfds_folds("mnist", k=5, data_dir=str(tmp_path))
+        result = tfcv.CrossValidator(lambda: uint8_classifier((28, 28, 1)), folds=plan).fit(
+            epochs=3, batch_size=64, verbose=0
+        )
+        assert result.n_folds == 5
+        assert [len(p) for p in result.val_predictions] == [50] * 5
+        assert result.oof_predictions.shape == (n, 10) and not np.isnan(result.oof_predictions).any()
+        # Out-of-fold rows line up with the examples: fold 2 validates on 100..149.
+        np.testing.assert_allclose(result.oof_predictions[100:150], result.val_predictions[2], rtol=1e-6)
+        np.testing.assert_array_equal(labels_of(plan), labels)
+
+        stratified = tfcv.data.tfds_folds("mnist", k=5, data_dir=str(tmp_path), stratify=True)
+        for fold in range(5):
+            _, val_idx = fold_indices(stratified, fold)
+            np.testing.assert_array_equal(np.bincount(labels[val_idx]), np.full(10, 5))
+            _, val_ds = fold_datasets(stratified, fold, batch_size=64, seed=0)
+            np.testing.assert_array_equal(read_all(val_ds)[0], images[val_idx])
+
+
+@pytest.mark.slow
 def test_cross_validator_fits_a_streamed_tfds_plan_end_to_end(tfds_digits_dir, digits):
     _, y = digits
     plan = tfds_folds("tfcv_digits", k=3, data_dir=tfds_digits_dir)
-
-    def build_fn():
-        inputs = keras.Input((8, 8, 1), dtype="uint8")
-        h = keras.layers.Rescaling(1 / 16)(inputs)
-        h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(h)
-        h = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(h))
-        outputs = keras.layers.Dense(10, activation="softmax")(h)
-        model = keras.Model(inputs, outputs)
-        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
-
-    result = tfcv.CrossValidator(build_fn, folds=plan).fit(epochs=3, batch_size=64, verbose=0)
+    result = tfcv.CrossValidator(lambda: uint8_classifier((8, 8, 1), scale=1 / 16), folds=plan).fit(
+        epochs=3, batch_size=64, verbose=0
+    )
     assert result.n_folds == 3
     assert result.mean("accuracy") > 0.8
     assert result.oof_predictions.shape == (N_DIGITS, 10)

@@ -36,6 +36,12 @@ in its stored order and keeps the examples of the fold (a boolean mask
 indexed by position). Every epoch then reads the whole split from disk (the
 other folds' examples are skipped before their images are decoded), which
 costs I/O but no memory.
+
+Memory: a streamed fold holds TFDS' read buffers (8 MiB per open file), the
+shuffle buffer and a few prefetched batches, whatever the dataset's size
+(`bench/stream_memory.py` measures it). On Linux, glibc's per-thread malloc
+arenas keep freed tf.data buffers, so the resident size can still creep up
+epoch after epoch; `MALLOC_ARENA_MAX=2` (or tcmalloc) keeps it flat.
 """
 
 from __future__ import annotations
