@@ -63,11 +63,13 @@ def _add_run_parser(subparsers) -> None:
 def _load_yaml(path: str) -> dict:
     import yaml
 
+    from tfcv.builder import read_yaml
+
+    if not os.path.isfile(path):
+        raise CLIError(f"config file {path!r} does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f)
-    except FileNotFoundError as error:
-        raise CLIError(f"config file {path!r} does not exist") from error
+        # A safe loader that also reads `1e-3` as a float (PyYAML alone reads a string).
+        loaded = read_yaml(path)
     except yaml.YAMLError as error:
         raise CLIError(f"config file {path!r} is not valid YAML: {error}") from error
     if loaded is None:

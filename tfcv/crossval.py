@@ -120,6 +120,8 @@ class CrossValidator:
         verbose: str | int = "auto",
         groups: Any = None,
         pipeline: Any = None,
+        n_jobs: int | None = None,
+        distribute: Any = None,
     ) -> CVResult:
         """Trains and scores one fresh model per fold.
 
@@ -154,6 +156,22 @@ class CrossValidator:
             groups: Group labels for group splitters such as `GroupKFold`.
             pipeline: A `tfcv.data.Pipeline` (resize, rescale, cache, ...)
                 applied to every fold of a TFDS plan.
+            n_jobs: `int` or `None`. Folds trained at once through `joblib`,
+                as in scikit-learn's `cross_validate(n_jobs=...)`: `None` or
+                `1` trains them one after the other in this process, `-1`
+                uses every core. Runs in the active joblib backend (local
+                processes by default; Ray, Dask or Spark inside
+                `joblib.parallel_backend(...)`). Each worker limits
+                TensorFlow to its share of the cores and returns weights,
+                history, scores and predictions; the fold plan and per-fold
+                seeds are those of a sequential run. `build_fn`, the data
+                and the callbacks must be picklable (cloudpickle).
+            distribute: A `tf.distribute.Strategy` (for example
+                `MirroredStrategy()` on one machine's devices, or
+                `MultiWorkerMirroredStrategy()` across machines configured
+                by `TF_CONFIG`). Each fold's model is built and trained under
+                its scope; `batch_size` is the global batch size, split
+                across the replicas. Defaults to `None`.
 
         Returns:
             A `CVResult`.
@@ -162,6 +180,16 @@ class CrossValidator:
         batch_size = _positive_int("batch_size", batch_size)
         if verbose not in ("auto", 0, 1, 2):
             raise ValueError(f"Invalid value for argument `verbose`. Received: verbose={verbose!r}. Expected 'auto', 0, 1 or 2.")
+        if distribute is not None and not hasattr(distribute, "scope"):
+            raise TypeError(
+                f"Invalid value for argument `distribute`. Received: distribute={distribute!r}. "
+                "Expected a tf.distribute.Strategy such as tf.distribute.MirroredStrategy()."
+            )
+        if distribute is not None and n_jobs not in (None, 1):
+            raise ValueError("Use either `n_jobs` (folds in parallel) or `distribute` (replicas inside a fold), not both.")
+        self._strategy = distribute
+        if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1):
+            raise ValueError(f"Invalid value for argument `n_jobs`. Received: n_jobs={n_jobs!r}. Expected None, -1 or an int >= 1.")
         source = _fold_source(self.folds, x, y, groups, seed=self.seed, batch_size=batch_size, pipeline=pipeline)
         plan = source.plan
         task = self.task if self.task != "auto" else source.task()
@@ -194,6 +222,14 @@ class CrossValidator:
             cb.histories = {k: outcome.history for k, outcome in finished.items()}
         _call(fold_cbs, "on_cv_begin", {"num_folds": len(plan), "epochs": epochs, "finished_folds": sorted(finished)})
 
+        todo = [k for k in range(len(plan)) if k not in finished]
+        if n_jobs not in (None, 1) and len(todo) > 1:
+            trained = self._fit_folds_in_parallel(
+                todo, seeds, source, task, epochs=epochs, batch_size=batch_size,
+                fold_cbs=fold_cbs, plain_cbs=plain_cbs, store=store, n_jobs=int(n_jobs),
+            )
+        else:
+            trained = {}
         outcomes: list[_FoldOutcome] = []
         for k in range(len(plan)):
             for cb in fold_cbs:
@@ -201,6 +237,8 @@ class CrossValidator:
             if k in finished:
                 outcome = finished[k]
                 _call(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": True})
+            elif k in trained:
+                outcome = trained[k]
             else:
                 for cb, snapshot in zip(plain_cbs, snapshots):
                     _restore(cb, snapshot)
@@ -209,11 +247,7 @@ class CrossValidator:
                     epochs=epochs, batch_size=batch_size, callbacks=fold_cbs + plain_cbs,
                     backup_dir=None if store is None else store.backup_dir(k),
                 )
-                if store is not None:
-                    store.save_fold(k, outcome)
-                for cb in fold_cbs:
-                    cb.histories[k] = outcome.history
-                _call(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": False})
+                self._fold_done(k, outcome, store, fold_cbs)
             outcomes.append(outcome)
 
         result = CVResult._from_outcomes(outcomes, plan, task, n_samples=source.n_samples, info={**config, "seeds": seeds})
@@ -222,9 +256,67 @@ class CrossValidator:
         _call(fold_cbs, "on_cv_end", {name: result.mean(name) for name in result.scores})
         return result
 
+    def _fold_done(self, k, outcome, store, fold_cbs):
+        if store is not None:
+            store.save_fold(k, outcome)
+        for cb in fold_cbs:
+            cb.fold = k
+            cb.histories[k] = outcome.history
+        _call(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": False})
+
+    def _fit_folds_in_parallel(self, todo, seeds, source, task, *, epochs, batch_size, fold_cbs, plain_cbs, store, n_jobs):
+        import cloudpickle
+        import joblib
+
+        try:
+            cloudpickle.dumps(self.build_fn)
+        except Exception as error:
+            raise TypeError(
+                f"n_jobs={n_jobs} runs folds in other processes, but `build_fn` ({self.build_fn!r}) cannot be "
+                f"pickled: {error}. Use a module-level function or a tfcv.ModelBuilder(spec) as build_fn."
+            ) from error
+        # Progress displays stay in this process: a worker's output would interleave.
+        worker_cbs = [cb for cb in fold_cbs if not isinstance(cb, FoldProgress)] + plain_cbs
+        n_workers = min(len(todo), joblib.effective_n_jobs(n_jobs))
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        settings = {"build_fn": self.build_fn, "seed": self.seed, "task": self.task, "deterministic": self.deterministic}
+        tasks = (
+            joblib.delayed(_fit_fold_in_worker)(
+                settings, k, seeds[k], source, task, epochs, batch_size, worker_cbs,
+                None if store is None else store.backup_dir(k), threads,
+            )
+            for k in todo
+        )
+        # Save each fold as soon as it ends where the backend can stream results
+        # (local processes); Ray's backend returns them all at the end.
+        backend, _ = joblib.parallel.get_active_backend()
+        return_as = "generator_unordered" if getattr(backend, "supports_return_generator", False) else "list"
+        trained = {}
+        for k, payload in joblib.Parallel(n_jobs=n_jobs, return_as=return_as)(tasks):
+            model = self._build(seeds[k])
+            model.set_weights(payload.pop("weights"))
+            outcome = _FoldOutcome(model, **payload)
+            self._fold_done(k, outcome, store, fold_cbs)
+            trained[k] = outcome
+        return trained
+
+    _strategy = None
+
+    def _batch_mixer(self, seed):
+        """MixUp/CutMix of a `ModelBuilder` whose spec asks for it: applied to
+        training batches only, labels mixed with the images' weights."""
+        spec = getattr(self.build_fn, "spec", None)
+        if spec is not None and hasattr(spec, "batch_mixer"):
+            return spec.batch_mixer(seed)
+        return getattr(self.build_fn, "batch_mixer", None)
+
     def _build(self, seed: int) -> keras.Model:
         keras.utils.set_random_seed(seed)
-        model = self.build_fn()
+        if self._strategy is not None:
+            with self._strategy.scope():
+                model = self.build_fn()
+        else:
+            model = self.build_fn()
         if not isinstance(model, keras.Model):
             raise TypeError(
                 f"`build_fn` must return a keras.Model. Received: {model!r} of type {type(model).__name__}."
@@ -240,6 +332,9 @@ class CrossValidator:
         model = self._build(seed)
         data = source.fold(k, seed)
         adapt_preprocessing(model, data.adapt_input, batch_size=max(batch_size, 256))
+        mixer = self._batch_mixer(seed)
+        if mixer is not None:
+            data = data.mixed(mixer, seed)
 
         keras_callbacks = list(callbacks)
         initial_epoch = 0
@@ -281,12 +376,44 @@ class CrossValidator:
         return outcome
 
 
+def _fit_fold_in_worker(settings, k, seed, source, task, epochs, batch_size, callbacks, backup_dir, threads):
+    """One fold in a joblib worker; returns plain data, not a pickled model."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # this worker already ran TensorFlow; its thread pools are fixed
+    cv = CrossValidator(
+        settings["build_fn"], 2, seed=settings["seed"], task=settings["task"], deterministic=settings["deterministic"]
+    )
+    if settings["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    for cb in callbacks:
+        if isinstance(cb, FoldCallback):
+            cb.fold = k
+    outcome = cv._fit_fold(
+        k, seed, source, task, epochs=epochs, batch_size=batch_size, callbacks=callbacks, backup_dir=backup_dir
+    )
+    return k, {
+        "weights": outcome.model.get_weights(),
+        "scores": outcome.scores,
+        "val_predictions": outcome.val_predictions,
+        "history": outcome.history,
+        "info": outcome.info,
+        "val_targets": outcome.val_targets,
+    }
+
+
 # ------------------------------------------------------------ fold sources
 
 
 class _FoldData:
     """What one fold trains and validates on, ready for `model.fit`."""
 
+    # batch_size is None when train_x is a batched tf.data.Dataset; validation
+    # is an (x, y) tuple of arrays or a batched dataset.
     def __init__(self, *, train_x, train_y, validation, batch_size, adapt_input, n_train, n_val, val_labels):
         self.train_x = train_x
         self.train_y = train_y
@@ -296,6 +423,24 @@ class _FoldData:
         self.n_train = n_train
         self.n_val = n_val
         self.val_labels = val_labels
+
+    def mixed(self, mixer, seed) -> _FoldData:
+        """The same fold with `mixer` (a `tfcv.layers.BatchMixer`) applied to
+        every training batch."""
+        import tensorflow as tf
+
+        train = self.train_x
+        if self.batch_size is not None:
+            train = (
+                tf.data.Dataset.from_tensor_slices((self.train_x, self.train_y))
+                .shuffle(len(self.train_x), seed=seed, reshuffle_each_iteration=True)
+                .batch(self.batch_size)
+            )
+        train = train.map(lambda x, y, *rest: mixer(x, y), num_parallel_calls=tf.data.AUTOTUNE)
+        return _FoldData(
+            train_x=train.prefetch(tf.data.AUTOTUNE), train_y=None, validation=self.validation, batch_size=None,
+            adapt_input=self.adapt_input, n_train=self.n_train, n_val=self.n_val, val_labels=self.val_labels,
+        )
 
 
 class _ArraySource:
@@ -347,7 +492,6 @@ class _DatasetSource:
             self.plan = folds
             from tfcv import data as tfcv_data
 
-            self._data = tfcv_data
             self._val_positions = [tfcv_data.fold_indices(folds, k)[1] for k in range(len(folds))]
             self.n_samples = max(int(p.max()) for p in self._val_positions) + 1
             if folds.fingerprint and folds.fingerprint.get("n_samples"):
@@ -365,7 +509,6 @@ class _DatasetSource:
             )
             self._val_positions = None
             self.n_samples = None
-        self._cache: dict[int, _FoldData] = {}
 
     def fingerprint(self) -> dict:
         return {"source": self.plan.source, "folds": [list(map(_describe, pair)) for pair in self.plan.folds]}
@@ -375,7 +518,9 @@ class _DatasetSource:
 
     def fold(self, k, seed) -> _FoldData:
         if self.make_datasets is None:
-            train_ds, val_ds = self._data.fold_datasets(
+            from tfcv import data as tfcv_data
+
+            train_ds, val_ds = tfcv_data.fold_datasets(
                 self.plan, k, batch_size=self.batch_size, seed=int(seed), pipeline=self.pipeline
             )
         else:
@@ -436,7 +581,7 @@ class _FoldOutcome:
 
 
 def _score_fold(model, data: _FoldData, task, *, batch_size) -> _FoldOutcome:
-    if data.batch_size is None:  # tf.data: already batched
+    if not isinstance(data.validation, tuple):  # tf.data: already batched
         compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
         predictions = np.asarray(model.predict(data.validation, verbose=0))
     else:
