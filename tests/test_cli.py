@@ -68,3 +68,9 @@ def test_bad_flag_value_is_a_clear_error(tmp_path):
     proc = run_tfcv("run", "--folds", "1", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2
     assert "folds=1" in proc.stderr and "Expected an int >= 2" in proc.stderr
+
+
+def test_unknown_backend_is_a_clear_error(tmp_path):
+    proc = run_tfcv("run", "--n-jobs", "2", "--backend", "spark", "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "backend='spark'" in proc.stderr and "'loky', 'ray'" in proc.stderr

@@ -22,7 +22,11 @@ RUN_DEFAULTS: dict[str, Any] = {
     "export": None,
     "verbose": "auto",
     "model": None,
+    "n_jobs": None,
+    "backend": None,
+    "address": None,
 }
+BACKENDS = ("loky", "ray")
 
 
 class CLIError(Exception):
@@ -57,6 +61,9 @@ def _add_run_parser(subparsers) -> None:
     )
     p.add_argument("--export", help="after the run, export the fold ensemble as a TF Serving bundle under this base path")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress display, 2 one line per epoch")
+    p.add_argument("--n-jobs", dest="n_jobs", type=int, help="folds trained at once through joblib (-1: every core)")
+    p.add_argument("--backend", help=f"joblib backend for --n-jobs: one of {', '.join(BACKENDS)} (default loky: local processes)")
+    p.add_argument("--address", help="with --backend ray: the Ray cluster to join (default: start a local one)")
     p.set_defaults(handler=_run_command)
 
 
@@ -102,6 +109,10 @@ def resolve_run_config(args: argparse.Namespace) -> dict:
         test_size = config["test_size"]
         if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
             raise CLIError(f"`test_size` must be a fraction between 0 and 1, got test_size={test_size!r}")
+    if config["backend"] is not None and config["backend"] not in BACKENDS:
+        raise CLIError(f"`backend` must be one of {list(BACKENDS)}, got backend={config['backend']!r}")
+    if config["address"] is not None and config["backend"] != "ray":
+        raise CLIError("`address` needs `backend: ray` (--backend ray)")
     if config["run_dir"] is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config["run_dir"] = os.path.join("runs", f"{config['name']}-{stamp}")
@@ -159,10 +170,11 @@ def _run_command(args: argparse.Namespace) -> int:
         + f"\nrun directory: {config['run_dir']}",
         flush=True,
     )
-    result = cv.fit(
-        x, y, epochs=config["epochs"], batch_size=config["batch_size"],
-        run_dir=config["run_dir"], verbose=config["verbose"],
-    )
+    with _joblib_backend(config):
+        result = cv.fit(
+            x, y, epochs=config["epochs"], batch_size=config["batch_size"],
+            run_dir=config["run_dir"], verbose=config["verbose"], n_jobs=config["n_jobs"],
+        )
     if x_test is not None:
         result.evaluate(x_test, y_test)
     result.save(config["run_dir"])
@@ -176,6 +188,26 @@ def _run_command(args: argparse.Namespace) -> int:
         path = export_saved_model(result, config["export"])
         print(f"Exported TF Serving bundle to {path}")
     return 0
+
+
+def _joblib_backend(config):
+    import contextlib
+
+    import joblib
+
+    if config["backend"] != "ray":
+        return joblib.parallel_backend(config["backend"] or "loky")
+    try:
+        import ray
+        from ray.util.joblib import register_ray
+    except ImportError as error:
+        raise CLIError("--backend ray needs Ray: pip install 'tfcv[ray]'") from error
+    stack = contextlib.ExitStack()
+    ray.init(address=config["address"], include_dashboard=False)
+    stack.callback(ray.shutdown)
+    register_ray()
+    stack.enter_context(joblib.parallel_backend("ray"))
+    return stack
 
 
 def _write_plots(result, run_dir) -> None:
