@@ -17,6 +17,7 @@ nbclient, in a temporary working directory, and fail on any cell error.
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib.util
 import json
 import re
@@ -198,7 +199,14 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path, monkeypatch):
         # The working directory: whatever a notebook writes (runs, models, datasets) lands here.
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    try:
+        client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    finally:
+        # nbclient shuts down only kernels it created itself; this one is ours,
+        # and a kernel left running keeps its TensorFlow threads busy for the
+        # rest of the suite.
+        if kernel_manager.has_kernel:
+            asyncio.run(kernel_manager.shutdown_kernel(now=True))
     executed = [cell for _, cell in code_cells(nb)]
     assert all(cell.execution_count for cell in executed), "every code cell ran"
     errors = [output for cell in executed for output in cell.outputs if output.output_type == "error"]
