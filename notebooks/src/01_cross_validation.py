@@ -209,66 +209,45 @@ print(result.summary())
 # is not a confidence interval; the folds share most of their training data, so they are not
 # independent experiments. Still, a difference between two models that is much smaller than this
 # spread is not a difference you have shown.
+#
+# `tfcv.plots.fold_scores` draws each fold's score as a dot over a box plot, with the mean ± std
+# written above each metric. (Every function of `tfcv.plots` returns a matplotlib `Figure`: leave
+# it as the last value of a cell to see it, or save it with `fig.savefig(path)`.)
 
 # %%
-metrics = ["accuracy", "precision", "recall", "f1"]
-fig, ax = plt.subplots(figsize=(8, 3))
-width = 0.8 / result.n_folds
-for k in range(result.n_folds):
-    ax.bar(np.arange(len(metrics)) + (k - (result.n_folds - 1) / 2) * width,
-           [result.scores[m][k] for m in metrics], width, label=f"fold {k + 1}")
-for i, m in enumerate(metrics):
-    mean, std = result.mean(m), result.std(m)
-    ax.errorbar(i, mean, yerr=std, color="k", capsize=8, marker="_", markersize=30)
-ax.set_xticks(range(len(metrics)), metrics)
-lowest = min(min(result.scores[m]) for m in metrics)
-ax.set_ylim(max(0.0, lowest - 0.1), 1.0)
-ax.set_title("Per-fold scores; black: mean ± std over the folds")
-ax.legend(fontsize=8, ncol=result.n_folds)
-plt.show()
+tfcv.plots.fold_scores(result)
 
 # %% [markdown]
 # ## 3. Per-fold learning curves
 #
 # `result.histories[k]` is fold `k`'s Keras `History.history`. Plotting the folds together shows
-# whether they all behave alike (converged? over-fitting? one fold much harder?).
+# whether they all behave alike: converged or still improving, over-fitting (validation loss going
+# up while training loss goes down), one fold much harder than the others.
+# `tfcv.plots.learning_curves` draws every fold as a thin line (training solid, validation
+# dashed), their mean as a thick line and ±1 standard deviation as a band.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-for k, history in enumerate(result.histories):
-    color = f"C{k}"
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    for ax, metric in zip(axes, ["loss", "accuracy"]):
-        ax.plot(epochs, history[metric], color=color, alpha=0.5)
-        ax.plot(epochs, history[f"val_{metric}"], color=color, linestyle="--", label=f"fold {k + 1}")
-for ax, metric in zip(axes, ["loss", "accuracy"]):
-    ax.set_xlabel("epoch")
-    ax.set_title(f"{metric}: training (solid) and validation (dashed)")
-axes[1].legend(fontsize=8)
-plt.show()
+from IPython.display import display
+
+display(tfcv.plots.learning_curves(result, "loss"))
+display(tfcv.plots.learning_curves(result, "accuracy"))
 
 # %% [markdown]
 # ## 4. Out-of-fold predictions and the confusion matrix
 #
 # `result.oof_predictions` holds one row of class probabilities per input sample, in input order,
-# each made by the fold model that did **not** train on that sample. Together they are an honest
-# prediction for the whole data set: a confusion matrix built from them shows which digits the
-# model confuses, using every sample once.
+# each made by the fold model that did **not** train on that sample; `result.oof_targets` holds the
+# matching labels. Together they are an honest prediction for the whole data set: a confusion
+# matrix built from them shows which digits the model confuses, using every sample once.
 
 # %%
-from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, confusion_matrix
-
-oof_classes = result.oof_predictions.argmax(axis=1)
-print(f"out-of-fold accuracy over all {len(y)} samples: {accuracy_score(y, oof_classes):.4f}")
-matrix = confusion_matrix(y, oof_classes, labels=range(10))
-fig, ax = plt.subplots(figsize=(5.5, 5))
-ConfusionMatrixDisplay(matrix, display_labels=range(10)).plot(ax=ax, colorbar=False, cmap="Blues")
-ax.set_title("Out-of-fold confusion matrix")
-plt.show()
-
-off_diagonal = [(matrix[i, j], i, j) for i in range(10) for j in range(10) if i != j and matrix[i, j]]
-for count, true, predicted in sorted(off_diagonal, reverse=True)[:3]:
-    print(f"{count} images of a {true} predicted as {predicted}")
+oof_true = result.oof_targets.astype(int)
+oof_predicted = result.oof_predictions.argmax(axis=1)
+print(f"out-of-fold accuracy over all {len(oof_true)} samples: {np.mean(oof_true == oof_predicted):.4f}")
+pairs, counts = np.unique(np.stack([oof_true, oof_predicted])[:, oof_true != oof_predicted], axis=1, return_counts=True)
+for i in np.argsort(-counts)[:3]:
+    print(f"{counts[i]} images of a {pairs[0, i]} predicted as {pairs[1, i]}")
+tfcv.plots.confusion_matrix(result)
 
 # %% [markdown]
 # ## 5. The classic leakage mistake

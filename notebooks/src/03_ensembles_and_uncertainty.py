@@ -67,15 +67,17 @@ print(f"cross-validation on {len(x_train)} digits, {len(x_test)} held out for te
 # %% [markdown]
 # ## A model with something to randomize
 #
-# The spec has augmentation layers (identity at prediction time, unless asked otherwise) and two
-# dropout layers (one in the second conv block, one in the head).
+# The spec has an augmentation layer (the whole-pixel shifts of notebook 2; the identity at
+# prediction time, unless asked otherwise) and two dropout layers (one in the second conv block,
+# one in the head).
 
 # %%
 spec = tfcv.ModelSpec.from_dict({
     "input_shape": [8, 8, 1],
     "num_classes": 10,
     "preprocessing": {"normalization": True},
-    "augmentation": [{"rotate": 0.04}, {"zoom": 0.1}, {"translate": 0.125}],
+    "augmentation": [{"translate": {"height_factor": 0.125, "width_factor": 0.125,  # whole-pixel shifts
+                                    "interpolation": "nearest", "fill_mode": "constant"}}],
     "backbone": {"blocks": [16, {"filters": 32, "dropout": 0.1}]},
     "head": {"units": [64], "dropout": 0.3},
     "training": {"learning_rate": 3e-3},
@@ -122,17 +124,19 @@ for ax, column, title in [(axes[0], 1, "test accuracy (higher is better)"), (axe
 plt.show()
 
 # %% [markdown]
-# Averaging models that made *different* mistakes cancels part of them. The gain is usually larger
-# on log loss than on accuracy: the ensemble is less often confidently wrong. The price is `k`
-# forward passes per prediction, which the export of notebook 4 runs as one graph.
+# Averaging models that made *different* mistakes cancels part of them: the ensemble usually beats
+# the average fold model on accuracy and on log loss. It need not beat the best fold model, but
+# nobody can tell in advance which fold model that will be on new data; the ensemble is the safer
+# bet. The price is `k` forward passes per prediction, which the export of notebook 4 runs as one
+# graph.
 #
 # ## 2. Randomized predictions: test-time augmentation and MC dropout
 #
 # The ensemble gives one probability vector per image. To ask *how sure* the model is, we can also
 # perturb the prediction itself and watch how much it moves:
 #
-# - **test-time augmentation (TTA)**: keep the augmentation layers on, so each pass sees a slightly
-#   rotated, zoomed, shifted version of the image;
+# - **test-time augmentation (TTA)**: keep the augmentation layer on, so each pass sees the image
+#   shifted by up to a pixel in each direction;
 # - **Monte-Carlo dropout**: keep the dropout layers on, so each pass uses a random sub-network.
 #
 # Keras has a single `training` flag, and `training=True` would also switch batch normalization to
@@ -174,7 +178,9 @@ for name, switches in modes.items():
 # %% [markdown]
 # The first row, with nothing randomized, reproduces the ensemble above. The randomized rows average `SAMPLES`
 # passes: their accuracy is often close to the deterministic one, their spread (the standard
-# deviation of the winning class's probability across passes) is the new information. Which
+# deviation of the winning class's probability across passes) is the new information. Log loss
+# may get worse: averaging randomized passes makes every prediction less confident, including the
+# many that were right. Which
 # variant is best on this data is an empirical question; the exported bundles of notebook 4 offer
 # the same choice through `tfcv.export.Randomized(augmentation=..., mc_dropout=...)`.
 #

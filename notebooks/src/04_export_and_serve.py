@@ -89,7 +89,8 @@ spec = tfcv.ModelSpec.from_dict({
     "input_shape": [8, 8, 1],
     "num_classes": 10,
     "preprocessing": {"normalization": True},
-    "augmentation": [{"rotate": 0.04}, {"zoom": 0.1}, {"translate": 0.125}],
+    "augmentation": [{"translate": {"height_factor": 0.125, "width_factor": 0.125,  # whole-pixel shifts
+                                    "interpolation": "nearest", "fill_mode": "constant"}}],
     "backbone": {"blocks": [16, {"filters": 32, "dropout": 0.1}]},
     "head": {"units": [64], "dropout": 0.3},
     "training": {"learning_rate": 3e-3},
