@@ -168,7 +168,7 @@ print(stratified)
 overall = np.bincount(y, minlength=10) / len(y)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3), sharey=True)
 for ax, (name, plan) in zip(axes, [("KFold", kfold), ("StratifiedKFold", stratified)]):
-    for k, (train_idx, val_idx) in enumerate(plan):
+    for k, (_, val_idx) in enumerate(plan):
         share = np.bincount(y[val_idx], minlength=10) / len(val_idx)
         ax.plot(range(10), 100 * (share - overall), marker="o", label=f"fold {k + 1}")
     ax.axhline(0, color="k", linewidth=0.8)

@@ -57,9 +57,8 @@ START_TIMEOUT = 300                 # seconds to wait for the server to load the
 # %matplotlib inline
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up messages
 
-import logging
-
 import json
+import logging
 
 import matplotlib.pyplot as plt
 import numpy as np
