@@ -259,3 +259,34 @@ def test_mixup_from_the_spec_mixes_training_batches(small_digits):
     # The spec's own builder goes through the same path.
     direct = tfcv.CrossValidator(builder, folds=2).fit(x[:200], y[:200], epochs=1, verbose=0)
     assert direct.n_folds == 2
+
+
+def test_streamed_folds_adapt_normalization_on_each_training_split(small_digits):
+    import tensorflow as tf
+
+    x, y = small_digits
+    x, y = x[:240], y[:240]
+    val_parts = [np.arange(k, len(x), 3) for k in range(3)]
+
+    def datasets(k):
+        train = np.setdiff1d(np.arange(len(x)), val_parts[k])
+        return (
+            tf.data.Dataset.from_tensor_slices((x[train], y[train])).batch(32),
+            tf.data.Dataset.from_tensor_slices((x[val_parts[k]], y[val_parts[k]])).batch(32),
+        )
+
+    def build():
+        inputs = keras.Input((8, 8, 1))
+        h = keras.layers.Flatten()(keras.layers.Normalization(axis=None, name="norm")(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    result = tfcv.CrossValidator(build, folds=3).fit(datasets, epochs=1, verbose=0)
+    for k in range(3):
+        train = np.setdiff1d(np.arange(len(x)), val_parts[k])
+        mean = float(np.asarray(result.models[k].get_layer("norm").mean).reshape(-1)[0])
+        assert mean == pytest.approx(float(x[train].mean()), rel=1e-5)
+    # Folds from a callable: validation predictions stacked in fold order.
+    assert result.oof_predictions.shape == (240, 10)
+    np.testing.assert_array_equal(result.oof_targets, np.concatenate([y[v] for v in val_parts]))
