@@ -488,14 +488,10 @@ class _DatasetSource:
         self.batch_size = batch_size
         self.pipeline = pipeline
         self.make_datasets = make_datasets
+        # The out-of-fold array's size comes from the plan (see _out_of_fold).
+        self.n_samples = None
         if make_datasets is None:
             self.plan = folds
-            from tfcv import data as tfcv_data
-
-            self._val_positions = [tfcv_data.fold_indices(folds, k)[1] for k in range(len(folds))]
-            self.n_samples = max(int(p.max()) for p in self._val_positions) + 1
-            if folds.fingerprint and folds.fingerprint.get("n_samples"):
-                self.n_samples = int(folds.fingerprint["n_samples"])
         else:
             if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
                 raise TypeError(
@@ -507,8 +503,6 @@ class _DatasetSource:
                 [(f"{name}({k}):train", f"{name}({k}):val") for k in range(int(folds))],
                 splitter=f"callable {name}", source={"kind": "callable", "name": name},
             )
-            self._val_positions = None
-            self.n_samples = None
 
     def fingerprint(self) -> dict:
         return {"source": self.plan.source, "folds": [list(map(_describe, pair)) for pair in self.plan.folds]}
@@ -544,9 +538,6 @@ class _DatasetSource:
             adapt_input=train_ds.map(lambda *element: element[0]),
             n_train=None, n_val=len(val_labels), val_labels=val_labels,
         )
-
-    def val_positions(self, k):
-        return None if self._val_positions is None else self._val_positions[k]
 
 
 def _describe(part):
