@@ -133,6 +133,10 @@ class FoldProgress(FoldCallback):
     def on_train_begin(self, logs=None):
         self._steps = self.params.get("steps") if self.params else None
 
+    def needs_batch_hooks(self) -> bool:
+        # Redrawing once per epoch is enough when batches run in one call.
+        return False
+
     def on_train_batch_end(self, batch, logs=None):
         if self._is_dynamic() and self._steps:
             fraction = (batch + 1) / self._steps
@@ -191,6 +195,29 @@ def _format_logs(logs: dict[str, Any], names: list[str]) -> str:
     return " ".join(parts)
 
 
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+# Keras callbacks that override the batch hooks but only act on them when
+# asked to act per batch.
+_EPOCH_LEVEL = {
+    keras.callbacks.ModelCheckpoint: lambda cb: cb.save_freq == "epoch",
+    keras.callbacks.BackupAndRestore: lambda cb: cb.save_freq == "epoch",
+    keras.callbacks.TensorBoard: lambda cb: cb.update_freq == "epoch" and getattr(cb, "_start_batch", 0) == 0,
+}
+
+
+def _needs_batch_hooks(cb: keras.callbacks.Callback) -> bool:
+    """Whether `cb` must see every training batch. When no callback does, the
+    cross-validator runs a whole epoch per `steps_per_execution` call (one
+    graph call instead of one per batch)."""
+    if hasattr(cb, "needs_batch_hooks"):
+        return bool(cb.needs_batch_hooks())
+    for cls, epoch_level in _EPOCH_LEVEL.items():
+        if isinstance(cb, cls):
+            return not epoch_level(cb)
+    return any(getattr(type(cb), hook) is not getattr(keras.callbacks.Callback, hook) for hook in _BATCH_HOOKS)
+
+
 _KERAS_HOOKS = (
     "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
     "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
@@ -206,10 +233,21 @@ class _PerFoldKerasCallback(FoldCallback):
     def _make(self, fold: int) -> keras.callbacks.Callback:
         raise NotImplementedError
 
+    # One inner callback per fold, so that folds trained side by side (the
+    # stacked strategy) each keep their own; `fold` selects which one a hook
+    # reaches.
+    @property
+    def _inner(self):
+        return self.__dict__.get("_inners", {}).get(self.fold)
+
     def on_fold_begin(self, fold, logs=None):
-        self._inner = self._make(fold)
-        self._inner.set_model(self.model)
-        self._inner.set_params(self.params or {})
+        inner = self._make(fold)
+        inner.set_model(self.model)
+        inner.set_params(self.params or {})
+        self.__dict__.setdefault("_inners", {})[fold] = inner
+
+    def needs_batch_hooks(self) -> bool:
+        return _needs_batch_hooks(self._make(0))
 
     def set_params(self, params):
         super().set_params(params)

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from tfcv import _atomic
+from tfcv._stacked import state_variables
 from tfcv.callbacks import FoldCallback, FoldProgress
 from tfcv.folds import (
     FoldPlan,
@@ -27,6 +28,7 @@ from tfcv.folds import (
 __all__ = ["CrossValidator", "CVResult"]
 
 _TASKS = ("auto", "classification", "regression")
+_STRATEGIES = ("sequential", "stacked", "auto")
 _MANIFEST = "manifest.json"
 _PLAN = "plan.json"
 _RESULT = "result.json"
@@ -57,6 +59,19 @@ class CrossValidator:
         deterministic: `bool`. Enables TensorFlow op determinism so that two
             runs with the same seed on CPU give the same scores. This is a
             process-wide TensorFlow setting. Defaults to `True`.
+        strategy: How the folds are trained. `"sequential"` trains one fold
+            after the other; when every fold's model has the same
+            architecture, one model's traced train, test and predict
+            functions serve every fold (weights and optimizer state are
+            re-initialised in place from the fold's freshly built model).
+            `"stacked"` builds the K fold models once and trains them side
+            by side in one Keras graph with a single `fit`: every step feeds
+            each copy a batch drawn from its own fold's training split only,
+            and each copy keeps its own weights, optimizer state, metrics,
+            callbacks and early stopping. `"auto"` stacks when the model
+            can be stacked and `n_jobs`/`distribute` are not used, and
+            otherwise trains sequentially (with a warning when the model is
+            the reason). Defaults to `"sequential"`.
 
     Example:
 
@@ -74,6 +89,7 @@ class CrossValidator:
         seed: int = 0,
         task: str = "auto",
         deterministic: bool = True,
+        strategy: str = "sequential",
     ):
         if not callable(build_fn):
             raise TypeError(
@@ -92,6 +108,10 @@ class CrossValidator:
             )
         if task not in _TASKS:
             raise ValueError(f"Invalid value for argument `task`. Received: task={task!r}. Expected one of {_TASKS}.")
+        if strategy not in _STRATEGIES:
+            raise ValueError(
+                f"Invalid value for argument `strategy`. Received: strategy={strategy!r}. Expected one of {_STRATEGIES}."
+            )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int.")
         self.build_fn = build_fn
@@ -99,11 +119,12 @@ class CrossValidator:
         self.seed = int(seed)
         self.task = task
         self.deterministic = bool(deterministic)
+        self.strategy = strategy
 
     def __repr__(self) -> str:
         return (
             f"CrossValidator(build_fn={getattr(self.build_fn, '__name__', self.build_fn)!r}, "
-            f"folds={self.folds!r}, seed={self.seed}, task={self.task!r})"
+            f"folds={self.folds!r}, seed={self.seed}, task={self.task!r}, strategy={self.strategy!r})"
         )
 
     # ------------------------------------------------------------------ fit
@@ -200,6 +221,7 @@ class CrossValidator:
 
         seeds = fold_seeds(self.seed, len(plan))
         check_model = self._build(seeds[0])
+        strategy = self._resolve_strategy(check_model, n_jobs, distribute)
         config = {
             "seed": self.seed,
             "epochs": epochs,
@@ -208,7 +230,6 @@ class CrossValidator:
             "data": source.fingerprint(),
             "model": model_fingerprint(check_model),
         }
-        del check_model
         store = _RunStore(run_dir) if run_dir is not None else None
         finished: dict[int, _FoldOutcome] = {}
         if store is not None:
@@ -223,13 +244,22 @@ class CrossValidator:
         _call(fold_cbs, "on_cv_begin", {"num_folds": len(plan), "epochs": epochs, "finished_folds": sorted(finished)})
 
         todo = [k for k in range(len(plan)) if k not in finished]
-        if n_jobs not in (None, 1) and len(todo) > 1:
+        # The model built to fingerprint the run is fold 0's (same seed).
+        prebuilt = {0: check_model} if todo and todo[0] == 0 else {}
+        del check_model
+        if strategy == "stacked" and len(todo) > 1:
+            trained = self._fit_stacked(
+                todo, seeds, source, task, epochs=epochs, batch_size=batch_size, fold_cbs=fold_cbs,
+                plain_cbs=plain_cbs, snapshots=snapshots, store=store, prebuilt=prebuilt,
+            )
+        elif n_jobs not in (None, 1) and len(todo) > 1:
             trained = self._fit_folds_in_parallel(
                 todo, seeds, source, task, epochs=epochs, batch_size=batch_size,
                 fold_cbs=fold_cbs, plain_cbs=plain_cbs, store=store, n_jobs=int(n_jobs),
             )
         else:
             trained = {}
+        reuse = _TracedModelReuse() if self._strategy is None else None
         outcomes: list[_FoldOutcome] = []
         for k in range(len(plan)):
             for cb in fold_cbs:
@@ -246,11 +276,14 @@ class CrossValidator:
                     k, seeds[k], source, task,
                     epochs=epochs, batch_size=batch_size, callbacks=fold_cbs + plain_cbs,
                     backup_dir=None if store is None else store.backup_dir(k),
+                    model=prebuilt.pop(k, None), reuse=reuse,
                 )
                 self._fold_done(k, outcome, store, fold_cbs)
             outcomes.append(outcome)
 
-        result = CVResult._from_outcomes(outcomes, plan, task, n_samples=source.n_samples, info={**config, "seeds": seeds})
+        result = CVResult._from_outcomes(
+            outcomes, plan, task, n_samples=source.n_samples, info={**config, "seeds": seeds, "strategy": strategy}
+        )
         if store is not None:
             store.finish(result)
         _call(fold_cbs, "on_cv_end", {name: result.mean(name) for name in result.scores})
@@ -302,6 +335,131 @@ class CrossValidator:
 
     _strategy = None
 
+    def _resolve_strategy(self, model, n_jobs, distribute) -> str:
+        from tfcv._stacked import stacking_problem
+
+        if self.strategy == "sequential":
+            return "sequential"
+        parallel = n_jobs not in (None, 1)
+        if self.strategy == "stacked":
+            if parallel or distribute is not None:
+                raise ValueError(
+                    f"strategy='stacked' trains every fold in one graph in this process; it does not combine "
+                    f"with {'n_jobs=' + repr(n_jobs) if parallel else 'distribute=' + repr(distribute)}. "
+                    "Use strategy='sequential' with n_jobs or distribute."
+                )
+            problem = stacking_problem(model)
+            if problem is not None:
+                raise ValueError(
+                    f"The model cannot be stacked: {problem}. Use strategy='sequential' (or strategy='auto', "
+                    "which falls back to it)."
+                )
+            return "stacked"
+        if parallel or distribute is not None:
+            return "sequential"
+        problem = stacking_problem(model)
+        if problem is not None:
+            warnings.warn(
+                f"strategy='auto': training the folds one after the other because the model cannot be stacked: {problem}.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return "sequential"
+        return "stacked"
+
+    def _fit_stacked(self, todo, seeds, source, task, *, epochs, batch_size, fold_cbs, plain_cbs, snapshots, store, prebuilt):
+        """Trains the folds in `todo` side by side in one graph (see
+        `tfcv._stacked`); returns their outcomes."""
+        from tfcv import _stacked
+
+        models, fold_data, mixers = [], [], []
+        for k in todo:
+            model = prebuilt.pop(k, None) or self._build(seeds[k])
+            data = source.fold(k, seeds[k])
+            # Each copy's normalization statistics come from its own training split.
+            adapt_preprocessing(model, data.adapt_input, batch_size=max(batch_size, 256))
+            _build_optimizer(model)
+            models.append(model)
+            fold_data.append(data)
+            mixers.append(self._batch_mixer(seeds[k]))
+        _check_independent(models, todo)
+
+        backup_dir = None if store is None else store.backup_dir("stacked-" + "-".join(map(str, todo)))
+        initial_epoch, previous = 0, [{} for _ in todo]
+        epoch_log = None
+        if backup_dir is not None:
+            epoch_log = _EpochLog(os.path.join(backup_dir, "epochs.json"))
+            initial_epoch = _backed_up_epoch(backup_dir)
+            logged = epoch_log.read(initial_epoch)
+            epoch_log.logs = list(logged)
+            previous = [[epoch[str(k)] for epoch in logged if str(k) in epoch] for k in todo]
+        # A fold whose log ends before the backed-up epoch had stopped early.
+        stopped = [i for i, logs in enumerate(previous) if initial_epoch and len(logs) < initial_epoch]
+
+        val_batch_size = max(batch_size, 256)
+        if isinstance(source, _ArraySource):
+            train, steps, val = _stacked.array_datasets(
+                source.x, source.y, source.plan, todo, seeds, batch_size=batch_size,
+                val_batch_size=val_batch_size, mixers=mixers, initial_epoch=initial_epoch,
+            )
+        else:
+            train, steps, val = _stacked.stream_datasets(
+                fold_data, mixers=mixers, val_batch_size=val_batch_size, initial_epoch=initial_epoch
+            )
+
+        # Create every copy's metric variables now, so the copies share one
+        # traced step (see _StackedFolds._shared_step).
+        xs, ys = next(iter(val))
+        for i, model in enumerate(models):
+            if hasattr(model, "_symbolic_build"):
+                model._symbolic_build(data_batch=(xs[i], ys[i], None))
+        stacked = _stacked._StackedFolds(models)
+        own = [[_fold_copy(cb, snapshot) for cb, snapshot in zip(plain_cbs, snapshots)] for _ in todo]
+        everything = fold_cbs + [cb for cbs in own for cb in cbs]
+        stacked.compile(optimizer=None, steps_per_execution=1 if _any_needs_batch_hooks(everything) else steps)
+        dispatcher = _stacked._FoldDispatcher(stacked, todo, fold_cbs, own, stopped=stopped, epoch_log=epoch_log)
+        keras_callbacks = [dispatcher]
+        if backup_dir is not None:
+            keras_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
+
+        for i, (k, data) in enumerate(zip(todo, fold_data)):
+            for cb in fold_cbs:
+                cb.fold = k
+                cb.set_model(models[i])
+                if previous[i]:
+                    cb.histories[k] = _merge_history(previous[i], {})
+            _call(fold_cbs, "on_fold_begin", k, {
+                "seed": seeds[k], "n_train": data.n_train, "n_val": data.n_val, "initial_epoch": initial_epoch,
+            })
+        start = time.monotonic()
+        stacked.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=keras_callbacks, shuffle=False,
+                    verbose=0, initial_epoch=initial_epoch)
+        seconds = time.monotonic() - start
+
+        # Score every fold, including those that stopped early.
+        stacked.active.assign([True] * len(todo))
+        compiled = stacked.evaluate(val, verbose=0, return_dict=True)
+        predictions = stacked.predict(val, verbose=0)
+        outcomes = {}
+        for i, (k, data) in enumerate(zip(todo, fold_data)):
+            scores = {name: float(value) for name, value in _stacked.fold_logs(compiled, i).items()}
+            val_predictions = np.asarray(predictions[i])
+            scores.update(score_predictions(data.val_labels, val_predictions, task))
+            history = _merge_history(previous[i], dispatcher.histories[i])
+            outcome = _FoldOutcome(models[i], scores, val_predictions, history=history,
+                                   val_targets=np.asarray(data.val_labels))
+            outcome.info = {
+                "fold": k, "seed": seeds[k], "seconds": seconds, "epochs": len(next(iter(history.values()), [])),
+                "initial_epoch": initial_epoch, "strategy": "stacked", "stacked_folds": list(todo),
+            }
+            self._fold_done(k, outcome, store, fold_cbs)
+            outcomes[k] = outcome
+        if backup_dir is not None:
+            import shutil
+
+            shutil.rmtree(backup_dir, ignore_errors=True)
+        return outcomes
+
     def _batch_mixer(self, seed):
         """MixUp/CutMix of a `ModelBuilder` whose spec asks for it: applied to
         training batches only, labels mixed with the images' weights."""
@@ -328,13 +486,24 @@ class CrossValidator:
             )
         return model
 
-    def _fit_fold(self, k, seed, source, task, *, epochs, batch_size, callbacks, backup_dir):
-        model = self._build(seed)
+    def _fit_fold(self, k, seed, source, task, *, epochs, batch_size, callbacks, backup_dir, model=None, reuse=None):
+        model = model if model is not None else self._build(seed)
         data = source.fold(k, seed)
         adapt_preprocessing(model, data.adapt_input, batch_size=max(batch_size, 256))
+        if self._strategy is not None:
+            with self._strategy.scope():
+                _build_optimizer(model)
+        else:
+            _build_optimizer(model)
+        if reuse is not None:
+            model = reuse.adopt(model)
         mixer = self._batch_mixer(seed)
         if mixer is not None:
             data = data.mixed(mixer, seed)
+        if self._strategy is None:
+            # Under MirroredStrategy, Keras' multi-step loop fails to run
+            # (TF 2.21: "You must feed a value for placeholder tensor").
+            _run_epochs_per_call(model, _steps_per_epoch(data), callbacks)
 
         keras_callbacks = list(callbacks)
         initial_epoch = 0
@@ -362,6 +531,7 @@ class CrossValidator:
             validation_data=data.validation,
             epochs=epochs,
             batch_size=data.batch_size,
+            validation_batch_size=None if data.batch_size is None else max(batch_size, 256),
             callbacks=keras_callbacks,
             verbose=0,
             # Datasets come shuffled by their own pipeline.
@@ -373,6 +543,8 @@ class CrossValidator:
         outcome.history = merged
         outcome.info = {"fold": k, "seed": seed, "seconds": seconds, "epochs": len(next(iter(merged.values()), [])),
                         "initial_epoch": initial_epoch}
+        if reuse is not None:
+            reuse.trained(outcome)
         return outcome
 
 
@@ -404,6 +576,120 @@ def _fit_fold_in_worker(settings, k, seed, source, task, epochs, batch_size, cal
         "info": outcome.info,
         "val_targets": outcome.val_targets,
     }
+
+
+# ------------------------------------------------------- fast sequential
+
+
+def _build_optimizer(model: keras.Model) -> None:
+    """Creates the optimizer's variables now, so that a backup restores them
+    and a reused model's state can be swapped in."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def _steps_per_epoch(data: _FoldData) -> int | None:
+    if data.batch_size is not None:
+        return max(1, -(-data.n_train // data.batch_size))
+    count = int(data.train_x.cardinality())
+    return count if count > 0 else None
+
+
+def _any_needs_batch_hooks(callbacks) -> bool:
+    from tfcv.callbacks import _needs_batch_hooks
+
+    return any(_needs_batch_hooks(cb) for cb in callbacks)
+
+
+def _run_epochs_per_call(model: keras.Model, steps: int | None, callbacks) -> None:
+    """Runs a whole epoch per traced call (`steps_per_execution`) unless a
+    callback needs to see every batch or the model was compiled with its own
+    setting. Training is the same step for step; only the batch hooks fire
+    once per epoch."""
+    if steps is None or model.train_function is not None or getattr(model, "steps_per_execution", 1) != 1:
+        return
+    if not _any_needs_batch_hooks(callbacks):
+        model.steps_per_execution = steps
+
+
+class _TracedModelReuse:
+    """Trains every fold of the same architecture on one model, so Keras traces
+    its train, test and predict functions once.
+
+    Each fold still builds its model with `build_fn` under the fold's seed;
+    that model's initial state (weights, random-seed state, optimizer
+    variables) is swapped into the traced model, which trains the fold. The
+    next fold's swap moves the trained state back out into a model of its
+    own, so every fold ends with an independent `keras.Model`.
+    """
+
+    def __init__(self):
+        self.runner = None
+        self.signature = None
+        self.holder = None
+
+    def adopt(self, fresh: keras.Model) -> keras.Model:
+        signature = _reuse_signature(fresh)
+        if signature is None or self.runner is None or signature != self.signature:
+            self.runner, self.signature, self.holder = fresh, signature, None
+            return fresh
+        _swap_state(fresh, self.runner)
+        # BackupAndRestore leaves the epoch it restored on the model, and
+        # Model.fit starts every later fit there.
+        if hasattr(self.runner, "_initial_epoch"):
+            self.runner._initial_epoch = None
+        if self.holder is not None:
+            self.holder.model = fresh
+            self.holder = None
+        return self.runner
+
+    def trained(self, outcome: _FoldOutcome) -> None:
+        if outcome.model is self.runner:
+            self.holder = outcome
+
+
+def _reuse_signature(model):
+    # Adapted preprocessing layers keep their statistics as traced constants,
+    # not variables: those models are rebuilt and retraced per fold.
+    if any(_contains_adaptable(layer) or isinstance(layer, (keras.layers.Normalization, keras.layers.Discretization))
+           for layer in model.layers):
+        return None
+    if model.optimizer is None or not model.optimizer.built:
+        return None
+    return (
+        model_fingerprint(model),
+        type(model.optimizer).__name__,
+        tuple((tuple(v.shape), str(v.dtype)) for v in state_variables(model)),
+    )
+
+
+def _swap_state(a: keras.Model, b: keras.Model) -> None:
+    for x, y in zip(state_variables(a), state_variables(b)):
+        value = x.numpy()
+        x.assign(y.numpy())
+        y.assign(value)
+
+
+def _check_independent(models, folds) -> None:
+    seen: dict[int, int] = {}
+    for k, model in zip(folds, models):
+        for variable in model.variables:
+            owner = seen.setdefault(id(variable), k)
+            if owner != k:
+                raise ValueError(
+                    f"`build_fn` returned models that share variable {variable.path!r} (folds {owner} and {k}). "
+                    "Every fold needs a model of its own: build new layers inside build_fn on every call."
+                )
+
+
+def _fold_copy(cb, snapshot):
+    """A copy of plain callback `cb` in its pre-run state, for one fold of a
+    stacked run."""
+    if snapshot is None:
+        return cb
+    twin = copy.copy(cb)
+    vars(twin).update(copy.deepcopy(snapshot))
+    return twin
 
 
 # ------------------------------------------------------------ fold sources
@@ -738,7 +1024,10 @@ class _EpochLog(keras.callbacks.Callback):
         return _atomic.read_json(self.path)[:n_epochs]
 
     def on_epoch_end(self, epoch, logs=None):
-        self.logs.append({k: float(v) for k, v in (logs or {}).items()})
+        self.append({k: float(v) for k, v in (logs or {}).items()})
+
+    def append(self, entry: dict) -> None:
+        self.logs.append(entry)
         _atomic.write_json(self.path, self.logs)
 
 

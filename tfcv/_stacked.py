@@ -1,0 +1,378 @@
+"""The stacked strategy: every fold's model in one Keras graph, one `fit`.
+
+`_StackedFolds` holds the K fold models side by side. Its input is a tuple
+with one batch per fold, drawn from that fold's training indices only; its
+train step runs each fold model's own `train_step` (own weights, optimizer
+state and metrics) on that fold's batch, gated by a per-fold `active` flag so
+that a fold that has stopped neither trains nor validates any more. The
+folds' steps are independent ops of one graph, so TensorFlow runs them
+concurrently, and a whole epoch runs as one `steps_per_execution` call.
+
+`_FoldDispatcher` turns the stacked model's logs (`fold<i>:<metric>`) back
+into per-fold logs and drives each fold's callbacks with them, so
+EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+_PREFIX = "fold{}:"
+
+
+def stacking_problem(model: keras.Model) -> str | None:
+    """Why `model` cannot be trained as one copy among others in a stacked
+    graph, or `None` when it can."""
+    if type(model).fit is not keras.Model.fit:
+        return f"{type(model).__name__} overrides fit(), which a stacked graph never calls"
+    for layer in _layers(model):
+        if getattr(layer, "stateful", False):
+            return (
+                f"layer {layer.name!r} ({type(layer).__name__}) is stateful: its state carries from one "
+                "batch to the next, which interleaved folds cannot keep apart"
+            )
+    return None
+
+
+def _layers(model):
+    for layer in model._flatten_layers(include_self=False):
+        yield layer
+
+
+class _StackedFolds(keras.Model):
+    """The fold models side by side; see the module docstring."""
+
+    def __init__(self, fold_models: Sequence[keras.Model]):
+        super().__init__(name="stacked_folds")
+        import tensorflow as tf
+
+        self.fold_models = list(fold_models)
+        self.active = tf.Variable([True] * len(self.fold_models), trainable=False, dtype=tf.bool, name="active")
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return tuple(model(x, training=training) for model, x in zip(self.fold_models, inputs))
+
+    @property
+    def metrics(self):
+        # Keras skips the metrics of nested models; here they are the point.
+        return [metric for model in self.fold_models for metric in model.metrics]
+
+    def train_step(self, data):
+        return self._each_fold(data, "train_step")
+
+    def test_step(self, data):
+        return self._each_fold(data, "test_step")
+
+    def predict_step(self, data):
+        xs, ys = data
+        return tuple(self._step(i, "predict_step", xs[i], ys[i]) for i in range(len(self.fold_models)))
+
+    def _step(self, i, step, x, y):
+        """Copy `i`'s `step` (`train_step`, `test_step` or `predict_step`) on
+        its batch: through the shared traced step when there is one."""
+        import tensorflow as tf
+
+        shared = self._shared_step(step, x, y)
+        if shared is None:
+            return getattr(self.fold_models[i], step)((x, y))
+        function, order = shared
+        handles = [_handle(v) for v in state_variables(self.fold_models[i], metrics=True)]
+        flat = tf.nest.flatten((x, y), expand_composites=True)
+        return function._call_flat(flat, captured_inputs=[handles[p] for p in order])
+
+    def _each_fold(self, data, step):
+        import tensorflow as tf
+
+        xs, ys = data
+        logs = {}
+        for i in range(len(self.fold_models)):
+            shapes = {}
+
+            def run(i=i, shapes=shapes):
+                out = self._step(i, step, xs[i], ys[i])
+                out = {name: tf.convert_to_tensor(value) for name, value in out.items()}
+                shapes.update({name: (value.shape, value.dtype) for name, value in out.items()})
+                return out
+
+            def skip(shapes=shapes):
+                # Traced after `run`, so the structure of its logs is known.
+                return {name: tf.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}
+
+            out = tf.cond(self.active[i], run, skip)
+            logs.update({_PREFIX.format(i) + name: value for name, value in out.items()})
+        return logs
+
+    def _shared_step(self, step, x, y):
+        """Fold 0's `step`, traced once, with the variables it captures listed
+        as positions in `state_variables`: calling it with another copy's
+        variables in those positions runs that copy's step. `None` when the
+        step captures anything else (such as the statistics an adapted
+        Normalization layer keeps as constants), and each copy is traced."""
+        import tensorflow as tf
+
+        cache = self.__dict__.setdefault("_shared_steps", {})
+        if step in cache:
+            return cache[step]
+        first = self.fold_models[0]
+        states = [state_variables(model, metrics=True) for model in self.fold_models]
+        shared = None
+        if all(_same_layout(states[0], other) for other in states[1:]):
+            def spec(t):
+                return tf.TensorSpec([None] + list(t.shape[1:]), t.dtype)
+
+            function = tf.function(lambda x, y: getattr(first, step)((x, y)), autograph=False, reduce_retracing=True)
+            concrete = function.get_concrete_function(tf.nest.map_structure(spec, x), tf.nest.map_structure(spec, y))
+            positions = {id(_handle(v)): p for p, v in enumerate(states[0])}
+            order = [positions.get(id(c)) for c in concrete.captured_inputs]
+            if None not in order:
+                shared = (concrete, order)
+        cache[step] = shared
+        return shared
+
+
+def state_variables(model: keras.Model, *, metrics: bool = False) -> list:
+    """Everything a training step reads and writes: weights, random-seed
+    state, optimizer variables and (optionally) metric variables."""
+    optimizer = [] if model.optimizer is None else list(model.optimizer.variables)
+    return list(model.variables) + optimizer + (list(model.metrics_variables) if metrics else [])
+
+
+def _same_layout(a, b) -> bool:
+    return len(a) == len(b) and all(tuple(x.shape) == tuple(y.shape) and x.dtype == y.dtype for x, y in zip(a, b))
+
+
+def _handle(variable):
+    value = getattr(variable, "value", variable)
+    return getattr(value, "handle", value)
+
+
+def fold_logs(logs: dict, i: int) -> dict:
+    """Fold `i`'s entries of the stacked logs, under their plain names."""
+    prefix = _PREFIX.format(i)
+    out = {}
+    for key, value in (logs or {}).items():
+        if key.startswith(prefix):
+            out[key[len(prefix):]] = value
+        elif key.startswith("val_" + prefix):
+            out["val_" + key[len("val_" + prefix):]] = value
+    return out
+
+
+class _FoldDispatcher(keras.callbacks.Callback):
+    """Runs each fold's callbacks with that fold's logs during a stacked fit.
+
+    Args:
+        stacked: The `_StackedFolds` being trained.
+        folds: The fold index of every copy, in stacked order.
+        fold_callbacks: Shared `FoldCallback`s; `fold` and `model` are set
+            before every call.
+        own_callbacks: Per copy, the callbacks that belong to that fold only
+            (per-fold copies of plain Keras callbacks, the epoch log, ...).
+        stopped: Copies already stopped (when resuming).
+        epoch_log: Where each epoch's per-fold logs are appended (an
+            `_EpochLog`, for resuming), or `None`.
+    """
+
+    def __init__(self, stacked, folds, fold_callbacks, own_callbacks, *, stopped=(), epoch_log=None):
+        super().__init__()
+        self.stacked = stacked
+        self.folds = list(folds)
+        self.fold_callbacks = list(fold_callbacks)
+        self.own_callbacks = [list(cbs) for cbs in own_callbacks]
+        self.running = [i not in set(stopped) for i in range(len(self.folds))]
+        self.histories: list[dict[str, list[float]]] = [{} for _ in self.folds]
+        self.stopped_epoch: list[int | None] = [None] * len(self.folds)
+        self.epoch_log = epoch_log
+
+    def _callbacks(self, i):
+        for cb in self.fold_callbacks:
+            cb.fold = self.folds[i]
+            cb.set_model(self.stacked.fold_models[i])
+        for cb in self.own_callbacks[i]:
+            cb.set_model(self.stacked.fold_models[i])
+        return self.fold_callbacks + self.own_callbacks[i]
+
+    def _each_running(self, hook, *args, logs=None, per_fold_logs=True):
+        for i in range(len(self.folds)):
+            if self.running[i]:
+                for cb in self._callbacks(i):
+                    if per_fold_logs:
+                        getattr(cb, hook)(*args, fold_logs(logs, i) if logs is not None else None)
+                    else:
+                        getattr(cb, hook)(*args)
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self.stacked.active.assign(tf.constant(self.running))
+        for i in range(len(self.folds)):
+            self.stacked.fold_models[i].stop_training = False
+            for cb in self._callbacks(i):
+                cb.set_params(self.params)
+        self._each_running("on_train_begin", logs=logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._each_running("on_epoch_begin", epoch, logs=logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._each_running("on_train_batch_begin", batch, logs=logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._each_running("on_train_batch_end", batch, logs=logs)
+
+    def on_test_begin(self, logs=None):
+        self._each_running("on_test_begin", logs=logs)
+
+    def on_test_end(self, logs=None):
+        self._each_running("on_test_end", logs=logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        per_fold = {
+            i: {name: float(value) for name, value in fold_logs(logs, i).items()}
+            for i in range(len(self.folds)) if self.running[i]
+        }
+        if self.epoch_log is not None:
+            self.epoch_log.append({str(self.folds[i]): own for i, own in per_fold.items()})
+        for i, own in per_fold.items():
+            for name, value in own.items():
+                self.histories[i].setdefault(name, []).append(value)
+            for cb in self._callbacks(i):
+                cb.on_epoch_end(epoch, dict(own))
+            if getattr(self.stacked.fold_models[i], "stop_training", False):
+                self._stop(i, epoch, own)
+        if not any(self.running):
+            self.stacked.stop_training = True
+
+    def on_train_end(self, logs=None):
+        for i in range(len(self.folds)):
+            if self.running[i]:
+                self._finish(i, {name: values[-1] for name, values in self.histories[i].items()})
+
+    def _stop(self, i, epoch, logs):
+        self.running[i] = False
+        self.stopped_epoch[i] = epoch
+        self.stacked.active[i].assign(False)
+        self._finish(i, logs)
+
+    def _finish(self, i, logs):
+        model = self.stacked.fold_models[i]
+        for cb in self._callbacks(i):
+            cb.on_train_end(dict(logs))
+        # What Model.fit does last (exponential moving averages, ...).
+        if isinstance(model.optimizer, keras.optimizers.Optimizer):
+            model.optimizer.finalize_variable_values(model.trainable_weights)
+
+
+# ------------------------------------------------------------------ data
+
+
+def array_datasets(x, y, plan, folds, seeds, *, batch_size, val_batch_size, mixers, initial_epoch=0):
+    """Stacked training and validation datasets of in-memory arrays.
+
+    Every copy draws its batches from its own fold's training indices,
+    reshuffled each pass with the fold's seed; an epoch is as many steps as
+    the largest training split needs, so a copy whose split is smaller starts
+    its next pass a little early. Validation gives every copy the same number
+    of batches over its whole held-out split.
+
+    Returns:
+        `(train_ds, steps_per_epoch, val_ds)`.
+    """
+    import tensorflow as tf
+
+    x_all = tf.constant(x)
+    y_all = tf.constant(y)
+    trains = [np.asarray(plan.folds[k][0]) for k in folds]
+    steps = max(math.ceil(len(t) / batch_size) for t in trains)
+    streams = [
+        tf.data.Dataset.from_tensor_slices(t)
+        .shuffle(len(t), seed=int(seeds[k]), reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .repeat()
+        .skip(initial_epoch * steps)
+        for k, t in zip(folds, trains)
+    ]
+
+    def gather(*indices):
+        return tuple(tf.gather(x_all, i) for i in indices), tuple(tf.gather(y_all, i) for i in indices)
+
+    train = tf.data.Dataset.zip(tuple(streams)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    train = _mixed(train, mixers).prefetch(tf.data.AUTOTUNE)
+
+    vals = [np.asarray(plan.folds[k][1]) for k in folds]
+    n_batches = max(math.ceil(len(v) / val_batch_size) for v in vals)
+    parts = []
+    for v in vals:
+        chunks = np.array_split(v, n_batches)
+        ragged = tf.RaggedTensor.from_row_lengths(np.concatenate(chunks), [len(c) for c in chunks])
+        parts.append(tf.data.Dataset.from_tensor_slices(ragged))
+    val = tf.data.Dataset.zip(tuple(parts)).map(gather).prefetch(tf.data.AUTOTUNE)
+    return train, steps, val
+
+
+def stream_datasets(fold_data, *, mixers, val_batch_size, initial_epoch=0):
+    """Stacked datasets from per-fold batched `tf.data` pipelines (TFDS plans
+    and `fold -> (train_ds, val_ds)` callables)."""
+    import tensorflow as tf
+
+    counts = [_batch_count(data.train_x, i) for i, data in enumerate(fold_data)]
+    steps = max(counts)
+    streams = [data.train_x.repeat().skip(initial_epoch * steps) for data in fold_data]
+    train = tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    train = _mixed(train, mixers).prefetch(tf.data.AUTOTUNE)
+
+    n_batches = max(math.ceil(data.n_val / val_batch_size) for data in fold_data)
+    parts = []
+    for data in fold_data:
+        size = max(1, math.ceil(data.n_val / n_batches))
+        rows = data.validation.unbatch()
+        part = rows.batch(size)
+        missing = n_batches - math.ceil(data.n_val / size)
+        if missing > 0:
+            # Zip stops at the shortest part: pad with empty batches.
+            empty = tf.nest.map_structure(
+                lambda spec: tf.zeros([0] + [d if d is not None else 1 for d in spec.shape], spec.dtype),
+                rows.element_spec,
+            )
+            part = part.concatenate(tf.data.Dataset.from_tensors(empty).repeat(missing))
+        parts.append(part)
+    val = tf.data.Dataset.zip(tuple(parts)).map(
+        lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements))
+    ).prefetch(tf.data.AUTOTUNE)
+    return train, steps, val
+
+
+def _mixed(train, mixers):
+    if not any(m is not None for m in mixers):
+        return train
+    import tensorflow as tf
+
+    def mix(xs, ys):
+        pairs = [m(x, y) if m is not None else (x, y) for m, x, y in zip(mixers, xs, ys)]
+        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+    return train.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _batch_count(dataset, i) -> int:
+    import tensorflow as tf
+
+    count = int(dataset.cardinality())
+    if count == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"The training dataset of fold {i} is infinite (it repeats). The stacked strategy needs "
+            "finite per-fold datasets to size its epochs: remove the `.repeat()`."
+        )
+    if count < 0:  # unknown (after filter, ...): count once
+        count = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+    if count == 0:
+        raise ValueError(f"The training dataset of fold {i} is empty.")
+    return count
