@@ -138,7 +138,8 @@ def test_normalization_is_adapted_on_what_reaches_it():
     np.testing.assert_allclose(np.asarray(norm.mean).reshape(-1), (x / 255.0).mean(0), rtol=1e-5)
 
 
-def test_normalization_statistics_come_from_each_folds_training_split(small_digits):
+@pytest.mark.parametrize("strategy", ["sequential", "stacked"])
+def test_normalization_statistics_come_from_each_folds_training_split(small_digits, strategy):
     x, y = small_digits
 
     def build():
@@ -149,11 +150,13 @@ def test_normalization_statistics_come_from_each_folds_training_split(small_digi
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
-    result = tfcv.CrossValidator(build, folds=3).fit(x, y, epochs=1, verbose=0)
-    for k, (train, _) in enumerate(result.plan.folds):
+    result = tfcv.CrossValidator(build, folds=3, strategy=strategy).fit(x, y, epochs=1, verbose=0)
+    for k, (train, val) in enumerate(result.plan.folds):
         mean = float(np.asarray(result.models[k].get_layer("norm").mean).reshape(-1)[0])
         assert mean == pytest.approx(float(x[train].mean()), rel=1e-5)
         assert mean != pytest.approx(float(x.mean()), rel=1e-7)
+        # The scores came from each fold's own statistics, in either strategy.
+        np.testing.assert_allclose(result.models[k].predict(x[val], verbose=0), result.oof_predictions[val], atol=1e-5)
 
 
 # ------------------------------------------------------------- bad input
@@ -261,7 +264,8 @@ def test_mixup_from_the_spec_mixes_training_batches(small_digits):
     assert direct.n_folds == 2
 
 
-def test_streamed_folds_adapt_normalization_on_each_training_split(small_digits):
+@pytest.mark.parametrize("strategy", ["sequential", "stacked"])
+def test_streamed_folds_adapt_normalization_on_each_training_split(small_digits, strategy):
     import tensorflow as tf
 
     x, y = small_digits
@@ -282,7 +286,8 @@ def test_streamed_folds_adapt_normalization_on_each_training_split(small_digits)
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
-    result = tfcv.CrossValidator(build, folds=3).fit(datasets, epochs=1, verbose=0)
+    result = tfcv.CrossValidator(build, folds=3, strategy=strategy).fit(datasets, epochs=1, verbose=0)
+    assert result.info["strategy"] == strategy
     for k in range(3):
         train = np.setdiff1d(np.arange(len(x)), val_parts[k])
         mean = float(np.asarray(result.models[k].get_layer("norm").mean).reshape(-1)[0])

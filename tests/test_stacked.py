@@ -1,0 +1,320 @@
+"""The stacked strategy (all folds in one graph) and the fast sequential one."""
+
+from __future__ import annotations
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfcv
+from tests.conftest import tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def both_strategies(digits):
+    """Sequential and stacked runs of the reference CNN on all the digits, same seed."""
+    x, y = digits
+    runs = {}
+    for strategy in ("sequential", "stacked"):
+        cv = tfcv.CrossValidator(lambda: tfcv.models.reference_cnn((8, 8, 1), 10), folds=4, seed=3, strategy=strategy)
+        runs[strategy] = cv.fit(x, y, epochs=5, batch_size=64, verbose=0)
+    return runs
+
+
+def test_stacked_and_sequential_agree_within_one_fold_std(both_strategies):
+    sequential, stacked = both_strategies["sequential"], both_strategies["stacked"]
+    assert stacked.info["strategy"] == "stacked" and sequential.info["strategy"] == "sequential"
+    assert stacked.plan == sequential.plan
+    assert stacked.info["seeds"] == sequential.info["seeds"]
+    for result in (sequential, stacked):
+        assert result.mean("accuracy") > 0.9  # 10 classes: chance is 0.1
+    spread = max(sequential.std("accuracy"), stacked.std("accuracy"))
+    assert abs(stacked.mean("accuracy") - sequential.mean("accuracy")) <= spread
+
+
+def test_stacked_returns_independent_fold_models_and_true_oof(both_strategies, digits):
+    x, y = digits
+    result = both_strategies["stacked"]
+    assert len({id(m) for m in result.models}) == 4
+    kernels = [m.get_layer("block1_conv").get_weights()[0] for m in result.models]
+    assert all(not np.allclose(kernels[0], other) for other in kernels[1:])
+    for k, (_, val) in enumerate(result.plan.folds):
+        # Each nested copy works on its own and made that fold's OOF rows.
+        np.testing.assert_allclose(result.models[k].predict(x[val], verbose=0), result.oof_predictions[val], atol=1e-5)
+        assert result.scores["accuracy"][k] == pytest.approx((result.oof_predictions[val].argmax(1) == y[val]).mean())
+        history = result.histories[k]
+        assert len(history["loss"]) == 5 and len(history["val_accuracy"]) == 5
+    # Per-fold validation curves are each fold's own, not one shared curve.
+    assert len({tuple(h["val_loss"]) for h in result.histories}) == 4
+    # A stacked fold model is a normal model: it ensembles and exports as usual.
+    ensemble = result.ensemble("mean")
+    assert ensemble.predict(x[:5], verbose=0).shape == (5, 10)
+
+
+@keras.saving.register_keras_serializable(package="tfcv_tests")
+class SeenCounter(keras.layers.Layer):
+    """Counts, in a variable, which sample ids reach it in training. Inputs
+    are (batch, 2): a feature and the sample's id."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        self.n = n
+
+    def build(self, input_shape):
+        self.seen = self.add_weight(shape=(self.n,), initializer="zeros", trainable=False, name="seen")
+
+    def call(self, inputs, training=False):
+        if training:
+            ids = keras.ops.cast(inputs[:, 1], "int32")
+            self.seen.assign_add(keras.ops.sum(keras.ops.one_hot(ids, self.n), axis=0))
+        return inputs[:, :1]
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+def test_copy_k_trains_only_on_fold_k_training_indices():
+    n = 90
+    rng = np.random.default_rng(0)
+    feature = rng.normal(size=n).astype("float32")
+    x = np.stack([feature, np.arange(n, dtype="float32")], axis=1)
+    y = (feature > 0).astype("int64")
+
+    def build():
+        inputs = keras.Input((2,))
+        h = SeenCounter(n, name="seen")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    result = tfcv.CrossValidator(build, folds=3, strategy="stacked").fit(x, y, epochs=2, batch_size=16, verbose=0)
+    for k, (train, val) in enumerate(result.plan.folds):
+        seen = result.models[k].get_layer("seen").seen.numpy()
+        assert (seen[val] == 0).all(), f"fold {k}'s copy trained on its own validation samples"
+        assert (seen[train] == 2).all(), f"fold {k}'s copy did not see each training sample once per epoch"
+
+
+class StopFold(tfcv.callbacks.FoldCallback):
+    """Stops one fold after a given epoch and records its weights then."""
+
+    def __init__(self, fold, epoch):
+        super().__init__()
+        self.stop_fold, self.stop_epoch = fold, epoch
+        self.weights_at_stop = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.fold == self.stop_fold and epoch == self.stop_epoch:
+            self.model.stop_training = True
+            self.weights_at_stop = [w.copy() for w in self.model.get_weights()]
+
+
+def test_a_fold_that_stops_keeps_its_weights_while_the_others_train(small_digits):
+    x, y = small_digits
+    stopper = StopFold(fold=1, epoch=1)
+    result = tfcv.CrossValidator(tiny_classifier, folds=3, strategy="stacked").fit(
+        x, y, epochs=5, batch_size=32, verbose=0, callbacks=[stopper]
+    )
+    assert [len(h["loss"]) for h in result.histories] == [5, 2, 5]
+    for got, want in zip(result.models[1].get_weights(), stopper.weights_at_stop):
+        np.testing.assert_array_equal(got, want)
+    steps = -(-max(len(t) for t, _ in result.plan.folds) // 32)
+    assert int(result.models[1].optimizer.iterations.numpy()) == 2 * steps
+    assert int(result.models[0].optimizer.iterations.numpy()) == 5 * steps
+    # The stopped fold is still scored, on the weights it stopped with.
+    assert result.scores["accuracy"][1] > 0.5
+
+
+def test_early_stopping_is_per_fold_and_training_ends_when_every_fold_stopped(small_digits):
+    x, y = small_digits
+    # No epoch after the first improves val_loss by min_delta, so every fold's
+    # own copy stops after epoch 0 + patience; then the whole fit ends.
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=2)
+    result = tfcv.CrossValidator(tiny_classifier, folds=3, strategy="stacked").fit(
+        x, y, epochs=8, batch_size=32, verbose=0, callbacks=[early]
+    )
+    assert [len(h["loss"]) for h in result.histories] == [3, 3, 3]
+    # The callback passed in is left untouched; each fold ran on its own copy.
+    assert early.wait == 0 and early.stopped_epoch == 0
+
+
+def test_fold_callbacks_see_each_folds_logs(small_digits, tmp_path):
+    x, y = small_digits
+    ckpt = tfcv.callbacks.FoldModelCheckpoint(str(tmp_path / "ckpt" / "fold{fold}.keras"))
+    csv_path = tmp_path / "log.csv"
+    result = tfcv.CrossValidator(tiny_classifier, folds=3, strategy="stacked").fit(
+        x, y, epochs=3, batch_size=32, verbose=0, callbacks=[ckpt, tfcv.callbacks.FoldCSVLogger(str(csv_path))]
+    )
+    for k in range(3):
+        saved = keras.saving.load_model(tmp_path / "ckpt" / f"fold{k}.keras")
+        np.testing.assert_allclose(saved.predict(x[:16], verbose=0), result.models[k].predict(x[:16], verbose=0), atol=1e-6)
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((int(r["fold"]), int(r["epoch"])) for r in rows) == [(k, e) for k in range(3) for e in range(3)]
+    for row in rows:
+        k, epoch = int(row["fold"]), int(row["epoch"])
+        assert float(row["val_accuracy"]) == pytest.approx(result.histories[k]["val_accuracy"][epoch])
+
+
+class CrashAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.crash_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.crash_epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_stacked_run_resumes_from_its_last_backed_up_epoch(small_digits, tmp_path):
+    x, y = small_digits
+    run_dir = tmp_path / "run"
+    cv = tfcv.CrossValidator(tiny_classifier, folds=3, strategy="stacked")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cv.fit(x, y, epochs=4, batch_size=32, run_dir=run_dir, verbose=0, callbacks=[CrashAt(2)])
+    assert not list(run_dir.glob("fold_*"))
+    result = cv.fit(x, y, epochs=4, batch_size=32, run_dir=run_dir, verbose=0)
+    assert [info["initial_epoch"] for info in result.fold_info] == [2, 2, 2]
+    assert all(len(h["loss"]) == 4 for h in result.histories)
+    assert result.mean("accuracy") > 0.8
+    assert not (run_dir / ".backup").exists() or not any((run_dir / ".backup").iterdir())
+    assert tfcv.CVResult.load(run_dir).scores == result.scores
+
+
+def test_stacked_streams_a_tfds_plan(tfds_digits_dir):
+    plan = tfcv.data.tfds_folds("tfcv_digits", 3, data_dir=tfds_digits_dir)
+    cv = tfcv.CrossValidator(lambda: tfcv.models.reference_cnn((8, 8, 1), 10), plan, strategy="stacked")
+    result = cv.fit(None, epochs=3, batch_size=64, verbose=0)
+    assert result.info["strategy"] == "stacked"
+    assert result.mean("accuracy") > 0.8
+    assert result.oof_predictions.shape == (1797, 10) and not np.isnan(result.oof_predictions).any()
+
+
+# ------------------------------------------------------------ one trace
+
+
+@keras.saving.register_keras_serializable(package="tfcv_tests")
+class TraceCounter(keras.layers.Layer):
+    """Identity; counts how often a training graph is traced through it."""
+
+    traces = 0
+
+    def call(self, inputs, training=False):
+        if training and tf.inside_function():
+            type(self).traces += 1
+        return inputs
+
+
+def counted_classifier():
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten()(TraceCounter()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "stacked"])
+def test_training_is_traced_as_often_for_four_folds_as_for_two(small_digits, strategy):
+    x, y = small_digits
+    traces = {}
+    for folds in (2, 4):
+        TraceCounter.traces = 0
+        result = tfcv.CrossValidator(counted_classifier, folds=folds, strategy=strategy).fit(
+            x, y, epochs=3, batch_size=32, verbose=0
+        )
+        traces[folds] = TraceCounter.traces
+        assert result.mean("accuracy") > 0.6
+    # Fold 0's model is traced; every other fold reuses that trace.
+    assert 1 <= traces[4] == traces[2] <= 2
+    # Still independent models.
+    weights = [m.get_weights()[0] for m in result.models]
+    assert all(not np.allclose(weights[0], w) for w in weights[1:])
+
+
+def test_reusing_one_traced_model_trains_exactly_like_fresh_models(small_digits, monkeypatch):
+    from tfcv import crossval
+
+    x, y = small_digits
+    reused = tfcv.CrossValidator(tiny_classifier, folds=3, seed=5).fit(x, y, epochs=2, batch_size=32, verbose=0)
+    # The same run with every fold trained on its own freshly built model.
+    monkeypatch.setattr(crossval._TracedModelReuse, "adopt", lambda self, fresh: fresh)
+    fresh = tfcv.CrossValidator(tiny_classifier, folds=3, seed=5).fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert reused.scores == fresh.scores
+    for a, b in zip(reused.models, fresh.models):
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(wa, wb)
+
+
+# ------------------------------------------------------------ bad input
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match=r"strategy='parallel'.*'sequential', 'stacked', 'auto'"):
+        tfcv.CrossValidator(tiny_classifier, strategy="parallel")
+
+
+def test_stacked_does_not_combine_with_n_jobs(tiny_xy_small):
+    x, y = tiny_xy_small
+    with pytest.raises(ValueError, match=r"n_jobs=2.*strategy='sequential'"):
+        tfcv.CrossValidator(tiny_classifier, folds=2, strategy="stacked").fit(x, y, n_jobs=2, verbose=0)
+
+
+@pytest.fixture()
+def tiny_xy_small(small_digits):
+    x, y = small_digits
+    return x[:120], y[:120]
+
+
+class OwnFit(keras.Model):
+    def fit(self, *args, **kwargs):
+        return super().fit(*args, **kwargs)
+
+
+def own_fit_classifier():
+    inputs = keras.Input((8, 8, 1))
+    model = OwnFit(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def stateful_rnn():
+    inputs = keras.Input(batch_shape=(8, 8, 8))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.SimpleRNN(4, stateful=True)(inputs)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("build, reason", [(own_fit_classifier, "overrides fit"), (stateful_rnn, "is stateful")])
+def test_unstackable_models_are_refused_with_the_reason(build, reason, tiny_xy_small):
+    x, y = tiny_xy_small
+    if build is stateful_rnn:
+        x = x.reshape(len(x), 8, 8)
+    with pytest.raises(ValueError, match=rf"cannot be stacked: .*{reason}.*strategy='sequential'"):
+        tfcv.CrossValidator(build, folds=2, strategy="stacked").fit(x, y, verbose=0)
+
+
+def test_auto_falls_back_to_sequential_with_a_warning(tiny_xy_small):
+    x, y = tiny_xy_small
+    with pytest.warns(UserWarning, match="overrides fit"):
+        result = tfcv.CrossValidator(own_fit_classifier, folds=2, strategy="auto").fit(x, y, epochs=1, verbose=0)
+    assert result.info["strategy"] == "sequential"
+    auto = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="auto").fit(x, y, epochs=1, verbose=0)
+    assert auto.info["strategy"] == "stacked"
+    with_jobs = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="auto")
+    assert with_jobs._resolve_strategy(tiny_classifier(), 2, None) == "sequential"
+
+
+def test_models_sharing_layers_are_refused(tiny_xy_small):
+    x, y = tiny_xy_small
+    shared = keras.layers.Dense(10, activation="softmax")
+
+    def build():
+        inputs = keras.Input((8, 8, 1))
+        model = keras.Model(inputs, shared(keras.layers.Flatten()(inputs)))
+        model.compile("adam", "sparse_categorical_crossentropy")
+        return model
+
+    with pytest.raises(ValueError, match="share variable"):
+        tfcv.CrossValidator(build, folds=2, strategy="stacked").fit(x, y, verbose=0)
