@@ -44,7 +44,7 @@ def test_tfcv_run_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_tfcv_run_yaml_config_and_flags_win(tmp_path):
     config = tmp_path / "experiment.yaml"
-    config.write_text("folds: 3\nepochs: 4\nbatch-size: 64\nseed: 5\nname: yamlrun\n")
+    config.write_text("folds: 3\nepochs: 4\nbatch-size: 64\nseed: 5\nname: yamlrun\nstrategy: stacked\n")
     proc = run_tfcv("run", str(config), "--folds", "2", "--verbose", "0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 folds x 4 epochs, batch size 64, seed 5" in proc.stdout
@@ -53,7 +53,9 @@ def test_tfcv_run_yaml_config_and_flags_win(tmp_path):
     manifest = json.loads((run_dirs[0] / "manifest.json").read_text())
     assert manifest["batch_size"] == 64 and manifest["seed"] == 5
     # Four epochs of the reference CNN learn the digits far above chance (0.1).
-    assert tfcv.CVResult.load(run_dirs[0]).mean("accuracy") > 0.8
+    result = tfcv.CVResult.load(run_dirs[0])
+    assert result.mean("accuracy") > 0.8
+    assert result.info["strategy"] == "stacked"
 
 
 def test_bad_config_key_is_a_clear_error(tmp_path):
@@ -74,3 +76,9 @@ def test_unknown_backend_is_a_clear_error(tmp_path):
     proc = run_tfcv("run", "--n-jobs", "2", "--backend", "spark", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2
     assert "backend='spark'" in proc.stderr and "'loky', 'ray'" in proc.stderr
+
+
+def test_unknown_strategy_is_a_clear_error(tmp_path):
+    proc = run_tfcv("run", "--strategy", "fast", "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "strategy='fast'" in proc.stderr and "'sequential', 'stacked', 'auto'" in proc.stderr

@@ -25,8 +25,10 @@ RUN_DEFAULTS: dict[str, Any] = {
     "n_jobs": None,
     "backend": None,
     "address": None,
+    "strategy": "sequential",
 }
 BACKENDS = ("loky", "ray")
+STRATEGIES = ("sequential", "stacked", "auto")
 
 
 class CLIError(Exception):
@@ -64,6 +66,11 @@ def _add_run_parser(subparsers) -> None:
     p.add_argument("--n-jobs", dest="n_jobs", type=int, help="folds trained at once through joblib (-1: every core)")
     p.add_argument("--backend", help=f"joblib backend for --n-jobs: one of {', '.join(BACKENDS)} (default loky: local processes)")
     p.add_argument("--address", help="with --backend ray: the Ray cluster to join (default: start a local one)")
+    p.add_argument(
+        "--strategy",
+        help="how folds train: sequential (one after the other), stacked (all folds side by side in one graph) "
+        f"or auto (default {RUN_DEFAULTS['strategy']})",
+    )
     p.set_defaults(handler=_run_command)
 
 
@@ -111,6 +118,8 @@ def resolve_run_config(args: argparse.Namespace) -> dict:
             raise CLIError(f"`test_size` must be a fraction between 0 and 1, got test_size={test_size!r}")
     if config["backend"] is not None and config["backend"] not in BACKENDS:
         raise CLIError(f"`backend` must be one of {list(BACKENDS)}, got backend={config['backend']!r}")
+    if config["strategy"] not in STRATEGIES:
+        raise CLIError(f"`strategy` must be one of {list(STRATEGIES)}, got strategy={config['strategy']!r}")
     if config["address"] is not None and config["backend"] != "ray":
         raise CLIError("`address` needs `backend: ray` (--backend ray)")
     if config["run_dir"] is None:
@@ -162,10 +171,11 @@ def _run_command(args: argparse.Namespace) -> int:
             x, y, test_size=config["test_size"], stratify=y, random_state=config["seed"]
         )
     build_fn = _build_fn(config, x.shape[1:], len(np.unique(y)))
-    cv = tfcv.CrossValidator(build_fn, folds=config["folds"], seed=config["seed"])
+    cv = tfcv.CrossValidator(build_fn, folds=config["folds"], seed=config["seed"], strategy=config["strategy"])
     print(
         f"tfcv run: {len(x)} digits, {config['folds']} folds x {config['epochs']} epochs, "
         f"batch size {config['batch_size']}, seed {config['seed']}"
+        + (f", {config['strategy']} strategy" if config["strategy"] != "sequential" else "")
         + (f", {len(x_test)} held out for testing" if x_test is not None else "")
         + f"\nrun directory: {config['run_dir']}",
         flush=True,
