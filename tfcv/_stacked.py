@@ -271,8 +271,9 @@ class _FoldDispatcher(keras.callbacks.Callback):
 # ------------------------------------------------------------------ data
 
 
-def array_datasets(x, y, plan, folds, seeds, *, batch_size, val_batch_size, mixers, initial_epoch=0):
-    """Stacked training and validation datasets of in-memory arrays.
+def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoch=0):
+    """Stacked training and validation datasets of in-memory arrays (a
+    `crossval._ArraySource`).
 
     Every copy draws its batches from its own fold's training indices,
     reshuffled each pass with the fold's seed; an epoch is as many steps as
@@ -285,26 +286,17 @@ def array_datasets(x, y, plan, folds, seeds, *, batch_size, val_batch_size, mixe
     """
     import tensorflow as tf
 
-    x_all = tf.constant(x)
-    y_all = tf.constant(y)
-    trains = [np.asarray(plan.folds[k][0]) for k in folds]
-    steps = max(math.ceil(len(t) / batch_size) for t in trains)
-    streams = [
-        tf.data.Dataset.from_tensor_slices(t)
-        .shuffle(len(t), seed=int(seeds[k]), reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .repeat()
-        .skip(initial_epoch * steps)
-        for k, t in zip(folds, trains)
-    ]
+    steps = max(math.ceil(len(source.plan.folds[k][0]) / source.batch_size) for k in folds)
+    streams = [source.train_indices(k, seeds[k]).skip(initial_epoch * steps) for k in folds]
 
     def gather(*indices):
-        return tuple(tf.gather(x_all, i) for i in indices), tuple(tf.gather(y_all, i) for i in indices)
+        pairs = [source.gather(i) for i in indices]
+        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
 
     train = tf.data.Dataset.zip(tuple(streams)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     train = _mixed(train, mixers).prefetch(tf.data.AUTOTUNE)
 
-    vals = [np.asarray(plan.folds[k][1]) for k in folds]
+    vals = [np.asarray(source.plan.folds[k][1]) for k in folds]
     n_batches = max(math.ceil(len(v) / val_batch_size) for v in vals)
     parts = []
     for v in vals:
@@ -320,9 +312,9 @@ def stream_datasets(fold_data, *, mixers, val_batch_size, initial_epoch=0):
     and `fold -> (train_ds, val_ds)` callables)."""
     import tensorflow as tf
 
-    counts = [_batch_count(data.train_x, i) for i, data in enumerate(fold_data)]
+    counts = [_batch_count(data.train, i) for i, data in enumerate(fold_data)]
     steps = max(counts)
-    streams = [data.train_x.repeat().skip(initial_epoch * steps) for data in fold_data]
+    streams = [data.train.repeat().skip(initial_epoch * steps) for data in fold_data]
     train = tf.data.Dataset.zip(tuple(streams)).map(
         lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements)),
         num_parallel_calls=tf.data.AUTOTUNE,

@@ -399,8 +399,7 @@ class CrossValidator:
         val_batch_size = max(batch_size, 256)
         if isinstance(source, _ArraySource):
             train, steps, val = _stacked.array_datasets(
-                source.x, source.y, source.plan, todo, seeds, batch_size=batch_size,
-                val_batch_size=val_batch_size, mixers=mixers, initial_epoch=initial_epoch,
+                source, todo, seeds, val_batch_size=val_batch_size, mixers=mixers, initial_epoch=initial_epoch
             )
         else:
             train, steps, val = _stacked.stream_datasets(
@@ -499,7 +498,7 @@ class CrossValidator:
             model = reuse.adopt(model)
         mixer = self._batch_mixer(seed)
         if mixer is not None:
-            data = data.mixed(mixer, seed)
+            data = data.mixed(mixer)
         if self._strategy is None:
             # Under MirroredStrategy, Keras' multi-step loop fails to run
             # (TF 2.21: "You must feed a value for placeholder tensor").
@@ -526,16 +525,18 @@ class CrossValidator:
             "seed": seed, "n_train": data.n_train, "n_val": data.n_val, "initial_epoch": initial_epoch,
         })
         start = time.monotonic()
+        train = data.train
+        if data.steps is not None and initial_epoch:
+            # The resumed epochs continue the stream where the backup left it.
+            train = train.skip(initial_epoch * data.steps)
         history = model.fit(
-            data.train_x, data.train_y,
+            train,
             validation_data=data.validation,
             epochs=epochs,
-            batch_size=data.batch_size,
-            validation_batch_size=None if data.batch_size is None else max(batch_size, 256),
+            steps_per_epoch=data.steps,
             callbacks=keras_callbacks,
             verbose=0,
-            # Datasets come shuffled by their own pipeline.
-            shuffle=data.batch_size is not None,
+            shuffle=False,  # the pipeline shuffles
         )
         seconds = time.monotonic() - start
         merged = _merge_history(previous_logs, history.history)
@@ -589,9 +590,9 @@ def _build_optimizer(model: keras.Model) -> None:
 
 
 def _steps_per_epoch(data: _FoldData) -> int | None:
-    if data.batch_size is not None:
-        return max(1, -(-data.n_train // data.batch_size))
-    count = int(data.train_x.cardinality())
+    if data.steps is not None:
+        return data.steps
+    count = int(data.train.cardinality())
     return count if count > 0 else None
 
 
@@ -696,41 +697,38 @@ def _fold_copy(cb, snapshot):
 
 
 class _FoldData:
-    """What one fold trains and validates on, ready for `model.fit`."""
+    """What one fold trains and validates on, ready for `model.fit`.
 
-    # batch_size is None when train_x is a batched tf.data.Dataset; validation
-    # is an (x, y) tuple of arrays or a batched dataset.
-    def __init__(self, *, train_x, train_y, validation, batch_size, adapt_input, n_train, n_val, val_labels):
-        self.train_x = train_x
-        self.train_y = train_y
+    `train` is a batched `tf.data.Dataset` of `(x, y)`: for in-memory arrays
+    it repeats forever, reshuffled every pass, and `steps` is the number of
+    batches in one epoch; for streamed folds `steps` is `None` and an epoch is
+    one pass. `validation` is a batched dataset of `(x, y)`.
+    """
+
+    def __init__(self, *, train, steps, validation, adapt_input, n_train, n_val, val_labels):
+        self.train = train
+        self.steps = steps
         self.validation = validation
-        self.batch_size = batch_size
         self.adapt_input = adapt_input
         self.n_train = n_train
         self.n_val = n_val
         self.val_labels = val_labels
 
-    def mixed(self, mixer, seed) -> _FoldData:
+    def mixed(self, mixer) -> _FoldData:
         """The same fold with `mixer` (a `tfcv.layers.BatchMixer`) applied to
         every training batch."""
         import tensorflow as tf
 
-        train = self.train_x
-        if self.batch_size is not None:
-            train = (
-                tf.data.Dataset.from_tensor_slices((self.train_x, self.train_y))
-                .shuffle(len(self.train_x), seed=seed, reshuffle_each_iteration=True)
-                .batch(self.batch_size)
-            )
-        train = train.map(lambda x, y, *rest: mixer(x, y), num_parallel_calls=tf.data.AUTOTUNE)
+        train = self.train.map(lambda x, y, *rest: mixer(x, y), num_parallel_calls=tf.data.AUTOTUNE)
         return _FoldData(
-            train_x=train.prefetch(tf.data.AUTOTUNE), train_y=None, validation=self.validation, batch_size=None,
+            train=train.prefetch(tf.data.AUTOTUNE), steps=self.steps, validation=self.validation,
             adapt_input=self.adapt_input, n_train=self.n_train, n_val=self.n_val, val_labels=self.val_labels,
         )
 
 
 class _ArraySource:
-    """In-memory arrays and an index FoldPlan."""
+    """In-memory arrays and an index FoldPlan, fed through `tf.data`: every
+    fold gathers its batches from one copy of the arrays."""
 
     def __init__(self, folds, x, y, groups, *, seed, batch_size):
         if x is None:
@@ -748,6 +746,11 @@ class _ArraySource:
             )
         self.batch_size = batch_size
         self.n_samples = len(self.x)
+        self._tensors = None
+
+    def __getstate__(self):
+        # Workers (n_jobs) rebuild the tensors from the arrays.
+        return {**self.__dict__, "_tensors": None}
 
     def task(self) -> str:
         return "classification" if is_classification_target(self.y) else "regression"
@@ -755,14 +758,40 @@ class _ArraySource:
     def fingerprint(self) -> dict:
         return data_fingerprint(self.x, self.y)
 
+    def gather(self, indices):
+        """The `(x, y)` rows at `indices` (inside a tf.data pipeline)."""
+        import tensorflow as tf
+
+        if self._tensors is None:
+            with tf.init_scope():  # eager tensors, shared by every pipeline
+                self._tensors = (tf.constant(self.x), tf.constant(self.y))
+        x, y = self._tensors
+        return tf.gather(x, indices), tf.gather(y, indices)
+
+    def train_indices(self, k, seed):
+        """Fold `k`'s training indices in batches, reshuffled with `seed` on
+        every pass, repeating forever."""
+        import tensorflow as tf
+
+        train_idx = np.asarray(self.plan.folds[k][0])
+        return (
+            tf.data.Dataset.from_tensor_slices(train_idx)
+            .shuffle(len(train_idx), seed=int(seed), reshuffle_each_iteration=True)
+            .batch(self.batch_size)
+            .repeat()
+        )
+
     def fold(self, k, seed) -> _FoldData:
+        import tensorflow as tf
+
         train_idx, val_idx = self.plan.folds[k]
-        x_train = self.x[train_idx]
-        y_val = self.y[val_idx]
+        train = self.train_indices(k, seed).map(self.gather, num_parallel_calls=tf.data.AUTOTUNE)
+        validation = tf.data.Dataset.from_tensor_slices(np.asarray(val_idx)).batch(max(self.batch_size, 256))
         return _FoldData(
-            train_x=x_train, train_y=self.y[train_idx], validation=(self.x[val_idx], y_val),
-            batch_size=self.batch_size, adapt_input=x_train, n_train=len(train_idx), n_val=len(val_idx),
-            val_labels=y_val,
+            train=train.prefetch(tf.data.AUTOTUNE),
+            steps=max(1, -(-len(train_idx) // self.batch_size)),
+            validation=validation.map(self.gather).prefetch(tf.data.AUTOTUNE),
+            adapt_input=self.x[train_idx], n_train=len(train_idx), n_val=len(val_idx), val_labels=self.y[val_idx],
         )
 
 
@@ -820,7 +849,7 @@ class _DatasetSource:
             np.asarray(batch) for batch in val_ds.map(lambda *element: element[1]).as_numpy_iterator()
         ])
         return _FoldData(
-            train_x=train_ds, train_y=None, validation=val_ds, batch_size=None,
+            train=train_ds, steps=None, validation=val_ds,
             adapt_input=train_ds.map(lambda *element: element[0]),
             n_train=None, n_val=len(val_labels), val_labels=val_labels,
         )
@@ -858,13 +887,8 @@ class _FoldOutcome:
 
 
 def _score_fold(model, data: _FoldData, task, *, batch_size) -> _FoldOutcome:
-    if not isinstance(data.validation, tuple):  # tf.data: already batched
-        compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
-        predictions = np.asarray(model.predict(data.validation, verbose=0))
-    else:
-        x_val, y_val = data.validation
-        compiled = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
-        predictions = np.asarray(model.predict(x_val, batch_size=batch_size, verbose=0))
+    compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
+    predictions = np.asarray(model.predict(data.validation, verbose=0))
     scores = {name: float(value) for name, value in compiled.items()}
     scores.update(score_predictions(data.val_labels, predictions, task))
     return _FoldOutcome(model, scores, predictions, val_targets=np.asarray(data.val_labels))
