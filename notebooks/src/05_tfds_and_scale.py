@@ -11,8 +11,9 @@
 # (or stratified folds from the labels alone), and how `CrossValidator.fit(x=None, ...)` streams
 # each fold from disk through a `tfcv.data.Pipeline`. For folds that a plan cannot describe, you
 # will pass a function `fold -> (train_ds, val_ds)`. Along the way you will time tfcv against the
-# loop you would write by hand and against itself running folds in parallel (`n_jobs`), and see
-# what is coming next for running folds faster.
+# loop you would write by hand, against itself running folds in parallel processes (`n_jobs`), and
+# against training every fold's model side by side in one graph (`strategy="stacked"`), and check
+# that the faster ways of running give the same answer.
 
 # %% tags=["setup"]
 # On Colab, install tfcv; anywhere else this cell does nothing.
@@ -197,10 +198,15 @@ print(f"\nout-of-fold accuracy over all {len(labels)} examples: {oof_accuracy:.4
 
 # %% [markdown]
 # How long did each take? The numbers below are measured on this machine in this run; they vary
-# between runs and machines. For small models a large part of the time is fixed cost per fold
-# (building the model, tracing the training and prediction functions), which tfcv pays too, plus
-# a little more: it builds one extra model to fingerprint the run, and predicts every validation
-# fold to compute the out-of-fold predictions and scikit-learn's metrics.
+# between runs and machines. For small models a large part of the time is overhead rather than
+# arithmetic: per fold, building the model and tracing its training, evaluation and prediction
+# functions; per batch, one call from Python into the traced function. tfcv trims some of it: it
+# runs a whole epoch as one traced call when no callback needs per-batch hooks, and when the
+# folds' models have the same architecture it traces one model and swaps each fold's freshly built
+# weights and optimizer state into it. (Not here: this model adapts a `Normalization` layer, whose
+# statistics Keras bakes into the traced functions as constants, so every fold is traced anew.)
+# It also does work the loop above skips: it predicts every validation fold to compute the
+# out-of-fold predictions and scikit-learn's metrics.
 
 # %%
 fit_seconds = sum(info["seconds"] for info in result.fold_info)
@@ -227,14 +233,6 @@ print("accuracy per fold, one after another:", np.round(result.scores["accuracy"
 print("accuracy per fold, n_jobs=-1:        ", np.round(parallel.scores["accuracy"], 4))
 print(f"{os.cpu_count()} cores; {seconds_tfcv:.1f} s one after another, {seconds_parallel:.1f} s in parallel")
 
-fig, ax = plt.subplots(figsize=(7, 2.2))
-ax.barh(["by hand", "tfcv", "tfcv, n_jobs=-1"], [seconds_by_hand, seconds_tfcv, seconds_parallel], color=["C7", "C0", "C1"])
-ax.barh(["tfcv"], [fit_seconds], color="C9", label="inside model.fit")
-ax.invert_yaxis()
-ax.set_xlabel("seconds (this run, this machine)")
-ax.legend(fontsize=8, loc="lower right")
-plt.show()
-
 # %% [markdown]
 # Parallel folds are not free: every worker is a fresh Python process that imports TensorFlow,
 # loads its data and traces its own functions before training. When folds are short (fast mode,
@@ -244,7 +242,117 @@ plt.show()
 # second parallel run in the same session starts faster.
 
 # %% [markdown]
-# ## 6. Folds a plan cannot describe: a function `fold -> (train_ds, val_ds)`
+# ## 6. Folds side by side in one graph: `strategy="stacked"`
+#
+# Parallel workers use more cores; stacking uses the cores of this one process better. With
+# `CrossValidator(..., strategy="stacked")` tfcv builds the `k` fold models once and trains them
+# side by side as one Keras model, with a single `fit`. At every training step each fold's copy
+# gets one batch drawn from *its own* fold's training split and runs its own training step on it.
+# It is cheaper for small models because it removes overhead, not arithmetic:
+#
+# - **Less overhead per fold.** One `fit` instead of `k`, one graph, and a whole epoch of every
+#   fold runs as one call from Python (`steps_per_execution`): one call per epoch for all `k`
+#   folds, where the hand-written loop makes one per batch and fold, and the sequential strategy
+#   one per epoch and fold. When nothing is baked into the traced step as a constant, the copies
+#   also share one trace of it: traced once, for the first fold, then called with each copy's
+#   variables.
+# - **Idle cores put to work.** One fold's step on 64 images of 8x8 pixels is a handful of small
+#   kernels that cannot keep even two cores busy. The copies' steps are independent operations of
+#   one graph, so TensorFlow runs them concurrently.
+#
+# What it keeps is what makes cross-validation valid: the folds stay independent. Each copy has
+# its own weights, optimizer state, metrics and callbacks (early stopping stops one fold, not the
+# others), adapts its normalization on its own training split, and never sees its fold's
+# validation split except to be validated on it. Here, with a TFDS plan, each copy streams its
+# own fold's slices through the same `pipeline`. The result is the same `CVResult` as before, with
+# `k` independent `keras.Model`s. `strategy="auto"` stacks whenever the model allows it and falls
+# back to one fold after another, with a warning, when it does not (stateful layers, a model that
+# overrides `fit()`); `result.info["strategy"]` records which one ran. Stacking runs in this
+# process, so it does not combine with `n_jobs` or `distribute`.
+
+# %%
+stacked_cv = tfcv.CrossValidator(build, folds=plan, seed=SEED, strategy="stacked")
+start = time.perf_counter()
+stacked = stacked_cv.fit(epochs=EPOCHS, batch_size=BATCH_SIZE, pipeline=pipeline, verbose=0)
+seconds_stacked = time.perf_counter() - start
+# One fit trained every fold, so every fold records the same time inside it.
+stacked_fit_seconds = stacked.fold_info[0]["seconds"]
+print("strategy that ran:", stacked.info["strategy"])
+print(f"{len(stacked.models)} fold models, sharing no weights:",
+      all(a is not b for a, b in zip(stacked.models[0].weights, stacked.models[1].weights)))
+print(stacked.summary())
+
+# %% [markdown]
+# Do the two ways of running agree? Not digit for digit: the stacked run draws each fold's batches
+# differently from one `fit` per fold, so the weights take a different path to a similar place.
+# They should agree within the uncertainty that cross-validation itself reports, the spread of the
+# scores over the folds:
+
+# %%
+sequential_accuracy = np.asarray(result.scores["accuracy"])
+stacked_accuracy = np.asarray(stacked.scores["accuracy"])
+print(f"{'fold':>4} | {'sequential':>10} | {'stacked':>8}")
+for k, (a, b) in enumerate(zip(sequential_accuracy, stacked_accuracy)):
+    print(f"{k + 1:>4} | {a:>10.4f} | {b:>8.4f}")
+print(f"mean ± std: sequential {sequential_accuracy.mean():.4f} ± {sequential_accuracy.std():.4f}, "
+      f"stacked {stacked_accuracy.mean():.4f} ± {stacked_accuracy.std():.4f}")
+difference = abs(stacked_accuracy.mean() - sequential_accuracy.mean())
+fold_std = sequential_accuracy.std()
+print(f"difference of the means {difference:.4f}: "
+      f"{'within' if difference <= fold_std else 'more than'} one fold std of the sequential run ({fold_std:.4f})")
+
+# %% [markdown]
+# Look at the last line first. With the full parameters, expect the difference of the means to
+# fall inside the spread over the folds: whichever way you ran it, you would draw the same
+# conclusion about the model. Individual folds can move by more than that, in either direction,
+# because each fold is a single noisy training run. In fast mode the models are stopped far from
+# convergence and the std of two folds is a crude estimate, so the check can go either way there;
+# run with the full parameters before reading anything into it.
+#
+# Now the timings of all four runs, side by side (the lighter bars: the time inside `fit`):
+
+# %%
+runs = [
+    ("by hand", seconds_by_hand, None),
+    ("tfcv", seconds_tfcv, fit_seconds),
+    ("tfcv, n_jobs=-1", seconds_parallel, None),
+    ('tfcv, strategy="stacked"', seconds_stacked, stacked_fit_seconds),
+]
+for name, seconds, inside_fit in runs:
+    inside = "" if inside_fit is None else f"   ({inside_fit:.1f} s inside fit)"
+    print(f"{name:<26}{seconds:6.1f} s{inside}")
+print(f"\nstacked / one fold after another: {seconds_stacked / seconds_tfcv:.2f}x on {os.cpu_count()} cores")
+
+fig, ax = plt.subplots(figsize=(7, 2.6))
+names = [name for name, _, _ in runs]
+ax.barh(names, [seconds for _, seconds, _ in runs], color=["C7", "C0", "C1", "C2"])
+ax.barh([name for name, _, inside in runs if inside is not None],
+        [inside for _, _, inside in runs if inside is not None], color="C9", label="inside fit")
+ax.invert_yaxis()
+ax.set_xlabel("seconds (this run, this machine)")
+ax.legend(fontsize=8, loc="lower right")
+plt.show()
+
+# %% [markdown]
+# Read these bars with care. Each is a single run, on a machine that may be busy with other work,
+# and in fast mode every run is mostly start-up and tracing: run the cells again and the bars
+# move, sometimes enough to swap places. Nor are the runs on an equal footing: the first one in
+# the session pays one-off costs, and the stacked run comes last. What to expect on a machine with
+# two CPU cores is a modest gain from stacking, not a multiple. Stacking removes overhead and lets
+# the copies' small kernels run side by side on otherwise idle cores; it cannot make the
+# arithmetic cheaper, since the same two cores still do the same multiply-adds. So the ratio
+# depends on how much of a run is overhead rather than arithmetic: small models, small batches,
+# many folds and idle cores favour stacking; large models and large images, which already keep
+# the cores busy, bring the strategies together. This notebook's model also gives away part of
+# the gain: its adapted `Normalization` statistics are constants in the traced step, so each copy
+# is traced on its own instead of sharing fold 0's trace. The part of a bar outside its lighter
+# "inside fit" part is the rest of the work: building the models, adapting the normalization,
+# and the final evaluation and prediction of every fold. To measure the ratio on your own machine,
+# with repetitions and without the noise of a notebook, run `python bench/cv_speed.py` from the
+# repository, which times the hand-written loop against tfcv's strategies on the digits.
+
+# %% [markdown]
+# ## 7. Folds a plan cannot describe: a function `fold -> (train_ds, val_ds)`
 #
 # Sometimes the folds are not slices of one split: you want to cross-validate only part of a
 # split for a quick experiment, combine several splits, or build the datasets with your own
@@ -289,17 +397,6 @@ print(subset.summary())
 # With a callable, tfcv knows nothing about positions in a split, so `subset.oof_predictions` are
 # the folds' validation predictions stacked in fold order (the order `val_ds` yields them).
 #
-# ## Coming next: stacked fold-parallel training
-#
-# Parallel workers use more cores; the next step uses each core better. With **stacked
-# fold-parallel training** (`strategy="stacked"`, being added to tfcv) the `k` fold models train as
-# one stacked model in a single graph, each fold's weights updated only by its own training
-# examples: one traced training step instead of `k`, and larger matrix operations per step. It
-# targets exactly the case this notebook's timings show, where fixed per-fold costs dominate:
-# small models and many folds. Like `n_jobs`, it will not change *what* is computed: the folds and
-# seeds stay those of a sequential run, so results remain comparable across the ways of running.
-# This section will show it with code and a timing comparison once it is released.
-#
 # ## Exercises
 #
 # 1. Set `cache=None` in the `Pipeline`, so that every epoch reads from disk. How much slower is it
@@ -309,5 +406,9 @@ print(subset.summary())
 #    evaluate the fold ensemble on it with `subset.ensemble()` and a dataset built with `pipeline`.
 # 4. With network access, replace `"tfcv_digits"` by `"mnist"` (and the spec's `input_shape` by
 #    `[28, 28, 1]`, the pipeline's `rescale` by `1 / 255`). Which parts of the code change?
-# 5. Time `cross_validate_by_hand`, `cv.fit` and `cv.fit(..., n_jobs=-1)` with 1, 5 and 20 epochs.
-#    How do the differences change as training, rather than fixed costs, dominates?
+# 5. Time `cross_validate_by_hand`, `cv.fit`, `cv.fit(..., n_jobs=-1)` and `stacked_cv.fit` with 1,
+#    5 and 20 epochs. How do the differences change as training, rather than fixed costs, dominates?
+# 6. Pass `callbacks=[keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)]` to
+#    `stacked_cv.fit` with `epochs=40`, and print `[len(h["loss"]) for h in result.histories]` for
+#    the result. Do the folds stop at the same epoch? A stopped fold's copy is skipped while the
+#    others keep training: how much time does early stopping save here, compared with `cv.fit`?
