@@ -81,9 +81,9 @@ class _StackedFolds(keras.Model):
         if shared is None:
             return getattr(self.fold_models[i], step)((x, y))
         function, order = shared
-        handles = [_handle(v) for v in state_variables(self.fold_models[i], metrics=True)]
+        captures = _captures(self.fold_models[i])
         flat = tf.nest.flatten((x, y), expand_composites=True)
-        return function._call_flat(flat, captured_inputs=[handles[p] for p in order])
+        return function._call_flat(flat, captured_inputs=[captures[p] for p in order])
 
     def _each_fold(self, data, step):
         import tensorflow as tf
@@ -108,11 +108,11 @@ class _StackedFolds(keras.Model):
         return logs
 
     def _shared_step(self, step, x, y):
-        """Fold 0's `step`, traced once, with the variables it captures listed
-        as positions in `state_variables`: calling it with another copy's
-        variables in those positions runs that copy's step. `None` when the
-        step captures anything else (such as the statistics an adapted
-        Normalization layer keeps as constants), and each copy is traced."""
+        """Fold 0's `step`, traced once, with what it captures listed as
+        positions in `_captures`: calling it with another copy's variables
+        and layer constants (an adapted Normalization layer's statistics) in
+        those positions runs that copy's step. `None` when the step captures
+        anything else; then each copy is traced."""
         import tensorflow as tf
 
         cache = self.__dict__.setdefault("_shared_steps", {})
@@ -127,7 +127,7 @@ class _StackedFolds(keras.Model):
 
             function = tf.function(lambda x, y: getattr(first, step)((x, y)), autograph=False, reduce_retracing=True)
             concrete = function.get_concrete_function(tf.nest.map_structure(spec, x), tf.nest.map_structure(spec, y))
-            positions = {id(_handle(v)): p for p, v in enumerate(states[0])}
+            positions = {id(c): p for p, c in enumerate(_captures(first))}
             order = [positions.get(id(c)) for c in concrete.captured_inputs]
             if None not in order:
                 shared = (concrete, order)
@@ -140,6 +140,21 @@ def state_variables(model: keras.Model, *, metrics: bool = False) -> list:
     state, optimizer variables and (optionally) metric variables."""
     optimizer = [] if model.optimizer is None else list(model.optimizer.variables)
     return list(model.variables) + optimizer + (list(model.metrics_variables) if metrics else [])
+
+
+def _captures(model) -> list:
+    """What a traced step of `model` may capture, in an order that is the
+    same for every copy of one architecture: its state variables' handles,
+    then the eager tensors its layers hold as attributes."""
+    import tensorflow as tf
+
+    tensors = [
+        value
+        for layer in model._flatten_layers(include_self=False)
+        for _, value in sorted(vars(layer).items(), key=lambda item: item[0])
+        if isinstance(value, tf.Tensor) and hasattr(value, "numpy")
+    ]
+    return [_handle(v) for v in state_variables(model, metrics=True)] + tensors
 
 
 def _same_layout(a, b) -> bool:
@@ -338,7 +353,9 @@ def stream_datasets(fold_data, *, mixers, val_batch_size, initial_epoch=0):
         parts.append(part)
     val = tf.data.Dataset.zip(tuple(parts)).map(
         lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements))
-    ).prefetch(tf.data.AUTOTUNE)
+    )
+    # Unbatching loses the length; Keras would warn that validation "ran out of data".
+    val = val.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(tf.data.AUTOTUNE)
     return train, steps, val
 
 
