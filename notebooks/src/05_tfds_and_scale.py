@@ -204,7 +204,8 @@ print(f"\nout-of-fold accuracy over all {len(labels)} examples: {oof_accuracy:.4
 # runs a whole epoch as one traced call when no callback needs per-batch hooks, and when the
 # folds' models have the same architecture it traces one model and swaps each fold's freshly built
 # weights and optimizer state into it. (Not here: this model adapts a `Normalization` layer, whose
-# statistics Keras bakes into the traced functions as constants, so every fold is traced anew.)
+# statistics Keras bakes into the traced functions as constants, so every fold is traced anew in
+# sequential training.)
 # It also does work the loop above skips: it predicts every validation fold to compute the
 # out-of-fold predictions and scikit-learn's metrics.
 
@@ -253,9 +254,9 @@ print(f"{os.cpu_count()} cores; {seconds_tfcv:.1f} s one after another, {seconds
 # - **Less overhead per fold.** One `fit` instead of `k`, one graph, and a whole epoch of every
 #   fold runs as one call from Python (`steps_per_execution`): one call per epoch for all `k`
 #   folds, where the hand-written loop makes one per batch and fold, and the sequential strategy
-#   one per epoch and fold. When nothing is baked into the traced step as a constant, the copies
-#   also share one trace of it: traced once, for the first fold, then called with each copy's
-#   variables.
+#   one per epoch and fold. The copies also share one trace of the step: it is traced once, for
+#   the first fold, then called with each copy's variables and constants (such as each copy's own
+#   `Normalization` statistics).
 # - **Idle cores put to work.** One fold's step on 64 images of 8x8 pixels is a handful of small
 #   kernels that cannot keep even two cores busy. The copies' steps are independent operations of
 #   one graph, so TensorFlow runs them concurrently.
@@ -343,9 +344,7 @@ plt.show()
 # arithmetic cheaper, since the same two cores still do the same multiply-adds. So the ratio
 # depends on how much of a run is overhead rather than arithmetic: small models, small batches,
 # many folds and idle cores favour stacking; large models and large images, which already keep
-# the cores busy, bring the strategies together. This notebook's model also gives away part of
-# the gain: its adapted `Normalization` statistics are constants in the traced step, so each copy
-# is traced on its own instead of sharing fold 0's trace. The part of a bar outside its lighter
+# the cores busy, bring the strategies together. The part of a bar outside its lighter
 # "inside fit" part is the rest of the work: building the models, adapting the normalization,
 # and the final evaluation and prediction of every fold. To measure the ratio on your own machine,
 # with repetitions and without the noise of a notebook, run `python bench/cv_speed.py` from the
