@@ -235,7 +235,8 @@ def test_group_splitter_uses_groups(tiny_xy):
         tfcv.CrossValidator(tiny_classifier, folds=GroupKFold(3)).fit(x, y, epochs=1, groups=groups[:5], verbose=0)
 
 
-def test_mixup_from_the_spec_mixes_training_batches(small_digits):
+@pytest.mark.parametrize("strategy", ["sequential", "stacked"])
+def test_mixup_from_the_spec_mixes_training_batches(small_digits, strategy):
     from tfcv.layers import BatchMixer
 
     x, y = small_digits
@@ -256,8 +257,9 @@ def test_mixup_from_the_spec_mixes_training_batches(small_digits):
 
         batch_mixer = CountingMixer(mixup=0.2, num_classes=10, seed=0)
 
-    result = tfcv.CrossValidator(Builder(), folds=2).fit(x, y, epochs=8, verbose=0)
+    result = tfcv.CrossValidator(Builder(), folds=2, strategy=strategy).fit(x, y, epochs=8, verbose=0)
     assert len(calls) >= 2
+    assert result.info["strategy"] == strategy
     assert result.mean("accuracy") > 0.5
     # The spec's own builder goes through the same path.
     direct = tfcv.CrossValidator(builder, folds=2).fit(x[:200], y[:200], epochs=1, verbose=0)
