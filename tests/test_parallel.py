@@ -43,6 +43,9 @@ def test_n_jobs_with_local_processes_matches_sequential(data, sequential, tmp_pa
     val = result.plan.folds[2][1]
     np.testing.assert_allclose(result.models[2].predict(x[val], verbose=0), result.val_predictions[2], atol=1e-5)
     assert tfcv.CVResult.load(tmp_path / "run").scores == result.scores
+    # The worker's optimizer state came back with the weights: 3 epochs of steps.
+    steps = -(-len(result.plan.folds[2][0]) // 32)
+    assert int(result.models[2].optimizer.iterations.numpy()) == 3 * steps
     # Three epochs of the reference CNN on 600 digits: far above chance (0.1).
     assert result.mean("accuracy") > 0.5
 

@@ -328,6 +328,10 @@ class CrossValidator:
         for k, payload in joblib.Parallel(n_jobs=n_jobs, return_as=return_as)(tasks):
             model = self._build(seeds[k])
             model.set_weights(payload.pop("weights"))
+            # The optimizer's state too, so that the saved fold model is whole.
+            _build_optimizer(model)
+            for variable, value in zip(model.optimizer.variables, payload.pop("optimizer")):
+                variable.assign(value)
             outcome = _FoldOutcome(model, **payload)
             self._fold_done(k, outcome, store, fold_cbs)
             trained[k] = outcome
@@ -571,6 +575,7 @@ def _fit_fold_in_worker(settings, k, seed, source, task, epochs, batch_size, cal
     )
     return k, {
         "weights": outcome.model.get_weights(),
+        "optimizer": [v.numpy() for v in outcome.model.optimizer.variables],
         "scores": outcome.scores,
         "val_predictions": outcome.val_predictions,
         "history": outcome.history,
