@@ -1,20 +1,69 @@
 """Cross-validation wall time: the hand-written Keras loop against tfcv.
 
-One command, one run, one table. Every figure is the median of --repeats
-runs; the ratio column divides by the hand-written loop's median measured
-in the same run.
+One command, one run, one table per workload. Every figure is the median of
+--repeats repetitions (default 3); the `x hand loop` column divides by the
+hand-written loop's median measured in the same run, and `x limit` divides by
+the workload's arithmetic limit on this machine (see below).
 
-    python bench/cv_speed.py                 # digits, reference CNN, 5 folds x 10 epochs, batch 64
-    python bench/cv_speed.py --repeats 1 --epochs 3 --no-ray
+    python bench/cv_speed.py                        # both workloads, median of 3
+    python bench/cv_speed.py --markdown             # the same, tables in Markdown (for the README)
+    python bench/cv_speed.py --repeats 1 --epochs 2 --synthetic-epochs 1      # quick smoke run
+    python bench/cv_speed.py --workload digits --n-jobs --ray                 # add the slow rows
+
+Workloads (--workload digits|synthetic|both, default both):
+  digits      tfcv.datasets.load_digits() (1,797 images 8x8x1), tfcv.models.reference_cnn,
+              5 folds x 10 epochs (--epochs), batch 64
+  synthetic   10,000 images 32x32x3 in 10 classes (--synthetic-samples), made with numpy: each
+              class is a fixed random colour template (smooth blobs plus a finer pattern, at 0.5
+              contrast around grey), each image its class template shifted by up to 3 whole
+              pixels plus Gaussian noise (std 0.3), clipped to [0, 1];
+              deeper_cnn below (three Conv2D-BatchNorm-ReLU-MaxPool blocks of 16/32/64
+              filters, global average pooling, dropout, softmax), 5 folds x 1 epoch
+              (--synthetic-epochs), batch 64
+--folds and --batch-size apply to both workloads.
+
+The synthetic defaults are smaller than first planned (filters 32/64/128 and
+3 epochs): on 2 CPU cores that model trains ~200 samples/s, so three rows of
+three repetitions would take over an hour. Filters 16/32/64 and one epoch keep
+the default run at about 15 minutes on 2 cores.
 
 Rows:
-  hand-written loop   StratifiedKFold, a fresh compiled model per fold, fit and evaluate
-  tfcv sequential     CrossValidator(...).fit(...)
-  tfcv n_jobs=2       folds in two local processes (joblib's loky backend)
-  tfcv n_jobs=2 ray   folds as tasks on a local 2-CPU Ray cluster (if ray is installed)
+  hand-written loop   what a user writes by hand: scikit-learn StratifiedKFold(shuffle=True),
+                      keras.utils.set_random_seed then a fresh compiled model per fold,
+                      model.fit(x[train], y[train]) and model.evaluate(x[val], y[val])
+  tfcv sequential     CrossValidator(build, strategy="sequential").fit(...)
+  tfcv stacked        CrossValidator(build, strategy="stacked").fit(...)
+  tfcv n_jobs=2       (--n-jobs) sequential, folds in two local processes (joblib's loky backend)
+  tfcv n_jobs=2 ray   (--ray) folds as tasks on a local 2-CPU Ray cluster, if ray is installed
+The last two are off by default: on 2 cores they are slow.
 
-The stacked strategy (all folds in one graph, issue #8) is not implemented
-yet; its row will join this table.
+Columns:
+  wall s            median wall time of the whole cross-validation
+  train samples/s   training samples processed (sum over folds of len(train) * epochs) / wall s
+  accuracy          mean ± std (ddof=0) of the per-fold validation accuracy, last repetition
+  x hand loop       wall s / the hand-written loop's wall s
+  x limit           wall s / the arithmetic limit
+
+Arithmetic limit: the machine's float32 matrix-multiply rate is measured once
+at start (1024x1024 @ 1024x1024, 20 chained matmuls in one tf.function, best
+of 5 timed calls after a warm-up, 2 n^3 FLOPs each). A workload's FLOPs are
+3 x forward FLOPs per sample x training samples processed (forward + backward
+~ 3 forward) plus 1 x forward FLOPs for each validation sample (len(val) once
+per fold). Forward FLOPs per sample are counted from the model's layers:
+Conv2D 2 * out_h * out_w * out_channels * kernel_h * kernel_w * in_channels
+(/ groups), Dense 2 * in * out; BatchNormalization, activations, pooling and
+the rest are ignored (tf.compat.v1.profiler on the frozen forward graph counts
+1.6% more for both models, the ignored layers). limit s = FLOPs / measured FLOP/s. Only the hand loop
+and the limit follow this accounting exactly: tfcv also validates after every
+epoch, then evaluates and predicts each fold's held-out split once more, which
+is extra work not counted in the limit.
+
+The hand loop runs with TensorFlow op determinism off, as in a fresh process;
+tfcv turns it on (CrossValidator(deterministic=True), process-wide) when it runs.
+
+The targets of issue #8 are checked at the end: stacked <= 0.25x and sequential
+<= 0.7x the hand-written loop, at equal accuracy (|mean - hand mean| <= the hand
+loop's fold std).
 """
 
 from __future__ import annotations
@@ -29,35 +78,106 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+TARGETS = {"tfcv stacked": 0.25, "tfcv sequential": 0.7}
+HAND = "hand-written loop"
 
-def hand_written_loop(x, y, *, folds, epochs, batch_size, seed):
-    """What a user writes by hand: no tfcv at all."""
+
+# ------------------------------------------------------------------ workloads
+
+
+def deeper_cnn(input_shape, num_classes, *, filters=(16, 32, 64), learning_rate=2e-3):
+    """The synthetic workload's model: Conv2D-BatchNorm-ReLU-MaxPool blocks,
+    global average pooling, dropout and a softmax classifier, compiled with
+    Adam and sparse categorical cross-entropy."""
+    import keras
+
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x = inputs
+    for i, width in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
+    outputs = keras.layers.Dense(int(num_classes), activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="deeper_cnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def synthetic_images(n=10_000, *, size=32, channels=3, num_classes=10, shift=3, contrast=0.5, noise=0.3, seed=0):
+    """`n` images `(size, size, channels)` in [0, 1] and balanced int64 labels.
+
+    Each class has a fixed random template: smooth colour blobs (uniform noise
+    on an 8x8 grid, upsampled) plus a finer random pattern, at `contrast`
+    around mid-grey. An image is its class's template shifted by a random
+    whole-pixel offset of up to `shift` in each direction, plus Gaussian noise
+    of std `noise`, clipped to [0, 1]. The defaults make the task learnable
+    but not trivial: one epoch of deeper_cnn on 8,000 images reaches about
+    0.78 accuracy on the other 2,000.
+    """
+    rng = np.random.default_rng(seed)
+    big = size + 2 * shift
+    coarse = rng.random((num_classes, 8, 8, channels))
+    coarse = coarse.repeat(-(-big // 8), axis=1).repeat(-(-big // 8), axis=2)[:, :big, :big]
+    fine = rng.random((num_classes, big, big, channels))
+    templates = (0.5 + contrast * (0.7 * coarse + 0.3 * fine - 0.5)).astype("float32")
+    y = rng.permutation(np.arange(n) % num_classes).astype("int64")
+    dy, dx = rng.integers(0, 2 * shift + 1, size=(2, n))
+    x = np.empty((n, size, size, channels), dtype="float32")
+    for i in range(n):
+        x[i] = templates[y[i], dy[i]:dy[i] + size, dx[i]:dx[i] + size]
+    x += rng.normal(0.0, noise, size=x.shape).astype("float32")
+    np.clip(x, 0.0, 1.0, out=x)
+    return x, y
+
+
+def load_workload(name, args):
+    """(x, y, build, epochs, description) of workload `name`."""
+    import tfcv
+
+    if name == "digits":
+        x, y = tfcv.datasets.load_digits()
+        build = functools.partial(tfcv.models.reference_cnn, x.shape[1:], 10)
+        return x, y, build, args.epochs, "reference CNN"
+    x, y = synthetic_images(args.synthetic_samples, seed=args.seed)
+    build = functools.partial(deeper_cnn, x.shape[1:], 10)
+    return x, y, build, args.synthetic_epochs, "deeper CNN (16/32/64)"
+
+
+# ----------------------------------------------------------------------- rows
+
+
+def hand_written_loop(x, y, build, *, folds, epochs, batch_size, seed):
+    """What a user writes by hand: no tfcv except the model-building function."""
     import keras
     from sklearn.model_selection import StratifiedKFold
-
-    from tfcv.models import reference_cnn
 
     accuracies = []
     for train, val in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         keras.utils.set_random_seed(seed)
-        model = reference_cnn(x.shape[1:], 10)
+        model = build()
         model.fit(x[train], y[train], epochs=epochs, batch_size=batch_size, verbose=0)
         _, accuracy = model.evaluate(x[val], y[val], verbose=0)
         accuracies.append(accuracy)
     return accuracies
 
 
-def tfcv_run(x, y, *, folds, epochs, batch_size, seed, n_jobs=None):
+def tfcv_run(x, y, build, *, folds, epochs, batch_size, seed, strategy="sequential", n_jobs=None):
     import tfcv
 
-    build = functools.partial(tfcv.models.reference_cnn, x.shape[1:], 10)
-    result = tfcv.CrossValidator(build, folds=folds, seed=seed).fit(
+    result = tfcv.CrossValidator(build, folds=folds, seed=seed, strategy=strategy).fit(
         x, y, epochs=epochs, batch_size=batch_size, verbose=0, n_jobs=n_jobs
     )
     return result.scores["accuracy"]
 
 
-def tfcv_ray(x, y, **kwargs):
+def tfcv_ray(x, y, build, **kwargs):
     import joblib
     import ray
     from ray.util.joblib import register_ray
@@ -65,7 +185,24 @@ def tfcv_ray(x, y, **kwargs):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     register_ray()
     with joblib.parallel_backend("ray"):
-        return tfcv_run(x, y, n_jobs=2, **kwargs)
+        return tfcv_run(x, y, build, n_jobs=2, **kwargs)
+
+
+def without_op_determinism(fn):
+    """Runs `fn` with TensorFlow op determinism off, as in a fresh process
+    (a tfcv row earlier in this process turned it on)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            from tensorflow.python.framework import config
+        except ImportError:
+            return fn(*args, **kwargs)
+        if config.is_op_determinism_enabled():
+            config.disable_op_determinism()
+        return fn(*args, **kwargs)
+
+    return run
 
 
 def measure(fn, repeats, **kwargs):
@@ -77,44 +214,166 @@ def measure(fn, repeats, **kwargs):
     return statistics.median(times), accuracies
 
 
+# --------------------------------------------------------------- arithmetic
+
+
+def matmul_flops(n=1024, chained=20, trials=5):
+    """The float32 matrix-multiply rate of this machine in FLOP/s (best of
+    `trials` calls of `chained` dependent n x n matmuls in one tf.function)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), seed=1)
+    b = tf.random.normal((n, n), seed=2) / n**0.5  # keeps the chain's magnitude steady
+
+    @tf.function
+    def chain(c):
+        for _ in tf.range(chained):
+            c = tf.linalg.matmul(c, b)
+        return tf.reduce_sum(c)
+
+    chain(a).numpy()  # trace and warm up
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        chain(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 * chained / best
+
+
+def forward_flops(model):
+    """Forward FLOPs of one sample: Conv2D and Dense layers only."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model
+            total += forward_flops(layer)
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            # Conv2D kernel: (kh, kw, in / groups, out); Dense kernel: (in, out).
+            positions = int(np.prod(layer.output.shape[1:-1]))
+            total += 2 * positions * int(np.prod(layer.kernel.shape))
+    return total
+
+
+# -------------------------------------------------------------------- tables
+
+
+def format_row(cells, markdown):
+    name, *rest = cells
+    if markdown:
+        return "| " + " | ".join([name, *rest]) + " |"
+    widths = (12, 16, 17, 12, 9)
+    return f"{name:<20}" + "".join(f" {cell:>{w}}" for cell, w in zip(rest, widths))
+
+
+COLUMNS = ("strategy", "wall s", "train samples/s", "accuracy", "x hand loop", "x limit")
+
+
+def print_header(markdown):
+    line = format_row(COLUMNS, markdown)
+    print(line)
+    print("|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|" if markdown else "-" * len(line))
+
+
+def run_workload(name, args, rows, flops_per_second):
+    import keras
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y, build, epochs, model_name = load_workload(name, args)
+    keras.utils.set_random_seed(args.seed)
+    per_sample = forward_flops(build())
+    splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(x, y))
+    train_samples = sum(len(train) for train, _ in splits) * epochs
+    val_samples = sum(len(val) for _, val in splits)
+    flops = per_sample * (3 * train_samples + val_samples)
+    limit = flops / flops_per_second
+    common = {"folds": args.folds, "epochs": epochs, "batch_size": args.batch_size, "seed": args.seed}
+
+    print()
+    print(f"{name}: x {x.shape}, {model_name}, {args.folds} folds x {epochs} epoch{'s' * (epochs != 1)}, batch {args.batch_size}, "
+          f"median of {args.repeats}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{name}: {per_sample / 1e6:.3f} MFLOP forward/sample, {flops / 1e9:.1f} GFLOP "
+          f"(3 x {train_samples} training + {val_samples} validation samples), matmul {flops_per_second / 1e9:.1f} GFLOP/s, "
+          f"limit {limit:.2f} s")
+    print_header(args.markdown)
+    measured = {}
+    for row, fn in rows:
+        seconds, accuracies = measure(functools.partial(fn, x, y, build), args.repeats, **common)
+        measured[row] = (seconds, float(np.mean(accuracies)), float(np.std(accuracies)))
+        hand = measured[HAND][0]
+        cells = (
+            row, f"{seconds:.1f}", f"{train_samples / seconds:.0f}",
+            f"{np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}",
+            f"{seconds / hand:.2f}", f"{seconds / limit:.1f}",
+        )
+        print(format_row(cells, args.markdown), flush=True)
+    return measured
+
+
+def report_targets(results):
+    print()
+    print("targets (issue #8): stacked <= 0.25x, sequential <= 0.7x the hand-written loop, "
+          "at equal accuracy (within one fold std)")
+    for name, measured in results.items():
+        hand_seconds, hand_mean, hand_std = measured[HAND]
+        for row, target in TARGETS.items():
+            if row not in measured:
+                continue
+            seconds, mean, _ = measured[row]
+            ratio = seconds / hand_seconds
+            fast, same = ratio <= target, abs(mean - hand_mean) <= hand_std
+            verdict = "MET" if fast and same else "NOT MET"
+            print(f"  {name:<9} {row.removeprefix('tfcv '):<10} {ratio:.2f}x (target <= {target}x: "
+                  f"{'yes' if fast else 'no'}), accuracy {mean:.4f} vs {hand_mean:.4f} ± {hand_std:.4f} "
+                  f"({'equal' if same else 'not equal'}): {verdict}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workload", choices=("digits", "synthetic", "both"), default="both")
+    parser.add_argument("--folds", type=int, default=5, help="folds of both workloads")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the digits workload")
+    parser.add_argument("--synthetic-epochs", type=int, default=1, help="epochs of the synthetic workload")
+    parser.add_argument("--synthetic-samples", type=int, default=10_000, help="images of the synthetic workload")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size of both workloads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray row")
+    parser.add_argument("--n-jobs", action="store_true", help="add the n_jobs=2 row (local processes)")
+    parser.add_argument("--ray", action="store_true", help="add the n_jobs=2 row on a local Ray cluster")
+    parser.add_argument("--markdown", action="store_true", help="print the tables in Markdown")
     args = parser.parse_args()
 
-    import tfcv
+    # Pay TensorFlow's, Keras' and scikit-learn's import and start-up before any row.
+    import keras  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+    import tensorflow as tf
 
-    x, y = tfcv.datasets.load_digits()
-    common = {"folds": args.folds, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+    import tfcv  # noqa: F401
+
+    tf.reduce_sum(tf.ones((2, 2))).numpy()
+
     rows = [
-        ("hand-written loop", functools.partial(hand_written_loop, x, y)),
-        ("tfcv sequential", functools.partial(tfcv_run, x, y)),
-        ("tfcv n_jobs=2", functools.partial(tfcv_run, x, y, n_jobs=2)),
+        (HAND, without_op_determinism(hand_written_loop)),
+        ("tfcv sequential", tfcv_run),
+        ("tfcv stacked", functools.partial(tfcv_run, strategy="stacked")),
     ]
-    if not args.no_ray:
+    if args.n_jobs:
+        rows.append(("tfcv n_jobs=2", functools.partial(tfcv_run, n_jobs=2)))
+    if args.ray:
         try:
             import ray  # noqa: F401
 
-            rows.append(("tfcv n_jobs=2 ray", functools.partial(tfcv_ray, x, y)))
+            rows.append(("tfcv n_jobs=2 ray", tfcv_ray))
         except ImportError:
             print("ray is not installed: skipping the Ray row (pip install 'tfcv[ray]')")
-    samples = len(x) * (args.folds - 1) / args.folds * args.folds * args.epochs
-    print(f"digits {x.shape}, reference CNN, {args.folds} folds x {args.epochs} epochs, batch {args.batch_size}, "
-          f"median of {args.repeats}, {os.cpu_count()} CPU cores")
-    header = f"{'strategy':<20} {'wall s':>8} {'train samples/s':>16} {'accuracy':>17} {'x hand loop':>12}"
-    print(header)
-    print("-" * len(header))
-    baseline = None
-    for name, fn in rows:
-        seconds, accuracies = measure(fn, args.repeats, **common)
-        baseline = baseline or seconds
-        acc = f"{np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}"
-        print(f"{name:<20} {seconds:>8.1f} {samples / seconds:>16.0f} {acc:>17} {seconds / baseline:>12.2f}", flush=True)
+
+    flops_per_second = matmul_flops()
+    print(f"matmul float32 1024x1024: {flops_per_second / 1e9:.1f} GFLOP/s (best of 5 x 20 chained matmuls)")
+    workloads = ("digits", "synthetic") if args.workload == "both" else (args.workload,)
+    start = time.perf_counter()
+    results = {name: run_workload(name, args, rows, flops_per_second) for name in workloads}
+    report_targets(results)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
