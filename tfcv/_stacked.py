@@ -29,18 +29,13 @@ def stacking_problem(model: keras.Model) -> str | None:
     graph, or `None` when it can."""
     if type(model).fit is not keras.Model.fit:
         return f"{type(model).__name__} overrides fit(), which a stacked graph never calls"
-    for layer in _layers(model):
+    for layer in model._flatten_layers(include_self=False):
         if getattr(layer, "stateful", False):
             return (
                 f"layer {layer.name!r} ({type(layer).__name__}) is stateful: its state carries from one "
                 "batch to the next, which interleaved folds cannot keep apart"
             )
     return None
-
-
-def _layers(model):
-    for layer in model._flatten_layers(include_self=False):
-        yield layer
 
 
 class _StackedFolds(keras.Model):

@@ -544,7 +544,7 @@ class CrossValidator:
         )
         seconds = time.monotonic() - start
         merged = _merge_history(previous_logs, history.history)
-        outcome = _score_fold(model, data, task, batch_size=max(batch_size, 256))
+        outcome = _score_fold(model, data, task)
         outcome.history = merged
         outcome.info = {"fold": k, "seed": seed, "seconds": seconds, "epochs": len(next(iter(merged.values()), [])),
                         "initial_epoch": initial_epoch}
@@ -891,7 +891,7 @@ class _FoldOutcome:
         self.info = info or {}
 
 
-def _score_fold(model, data: _FoldData, task, *, batch_size) -> _FoldOutcome:
+def _score_fold(model, data: _FoldData, task) -> _FoldOutcome:
     compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
     predictions = np.asarray(model.predict(data.validation, verbose=0))
     scores = {name: float(value) for name, value in compiled.items()}
