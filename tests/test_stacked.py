@@ -318,3 +318,18 @@ def test_models_sharing_layers_are_refused(tiny_xy_small):
 
     with pytest.raises(ValueError, match="share variable"):
         tfcv.CrossValidator(build, folds=2, strategy="stacked").fit(x, y, verbose=0)
+
+
+@pytest.mark.parametrize("users_setting", [None, True])
+def test_stacked_fit_leaves_the_process_wide_graph_optimizer_setting_as_it_was(tiny_xy_small, users_setting):
+    # The stacked functions run with Grappler off; only while they run.
+    x, y = tiny_xy_small
+    if users_setting is not None:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": users_setting})
+    try:
+        result = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="stacked").fit(x, y, epochs=1, verbose=0)
+        assert result.info["strategy"] == "stacked"
+        after = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+        assert after is bool(users_setting)
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
