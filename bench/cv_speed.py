@@ -36,6 +36,14 @@ Rows:
   tfcv n_jobs=2       (--n-jobs) sequential, folds in two local processes (joblib's loky backend)
   tfcv n_jobs=2 ray   (--ray) folds as tasks on a local 2-CPU Ray cluster, if ray is installed
 The last two are off by default: on 2 cores they are slow.
+  kernel floor        the workload's steps alone, timed with TensorFlow's kernels and nothing else:
+                      every fold's train_step on a fixed batch of its training split, all folds
+                      in one tf.function loop body (concurrent, as in the stacked graph), for the
+                      workload's epochs and steps, then one test_step pass over each held-out
+                      split; no data pipeline, no fit loop, no callbacks, building and tracing
+                      not counted (see kernel_floor)
+  floor + val/epoch   the same with the validation pass after every epoch, as tfcv does: the
+                      least any tfcv strategy can take with these kernels
 
 Columns:
   wall s            median wall time of the whole cross-validation
@@ -61,7 +69,9 @@ is extra work not counted in the limit.
 The hand loop runs with TensorFlow op determinism off, as in a fresh process;
 tfcv turns it on (CrossValidator(deterministic=True), process-wide) when it runs.
 
-The targets of issue #8 are checked at the end: stacked <= 0.25x and sequential
+The kernel floor rows have no accuracy: their models train on fixed batches.
+
+The targets of issue #8 are checked at the end (with the floor they sit above or below): stacked <= 0.25x and sequential
 <= 0.7x the hand-written loop, at equal accuracy (|mean - hand mean| <= the hand
 loop's fold std).
 """
@@ -80,6 +90,8 @@ import numpy as np  # noqa: E402
 
 TARGETS = {"tfcv stacked": 0.25, "tfcv sequential": 0.7}
 HAND = "hand-written loop"
+FLOOR = "kernel floor"
+FLOOR_EACH_EPOCH = "floor + val/epoch"
 
 
 # ------------------------------------------------------------------ workloads
@@ -255,6 +267,78 @@ def forward_flops(model):
     return total
 
 
+def kernel_floor(x, y, build, *, folds, epochs, batch_size, seed, repeats):
+    """What the workload's own steps take with TensorFlow's kernels and
+    nothing else, timed `repeats` times.
+
+    One model per fold, built and warmed up first (building and tracing are
+    not counted). Then, in one tf.function per batch shape, every fold's
+    `train_step` on a fixed batch of its own training split, all folds in one
+    loop body (so they run concurrently, as in the stacked graph), for
+    `epochs` x (the smallest training split's full batches + its remainder
+    batch), and one `test_step` pass over each held-out split in batches of
+    256 (the hand loop's evaluate). No data pipeline, no fit loop, no
+    callbacks, no per-epoch validation: what any strategy that runs these
+    steps with these kernels must spend at least.
+
+    Returns:
+        `(train_seconds, validation_seconds)`: medians of the training steps
+        and of one validation pass.
+    """
+    import keras
+    import tensorflow as tf
+    from sklearn.model_selection import StratifiedKFold
+
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    keras.utils.set_random_seed(seed)
+    models = [build() for _ in splits]
+    n_train = min(len(train) for train, _ in splits)
+    full, remainder = divmod(n_train, batch_size)
+
+    def batches(part, start, stop):
+        return [(tf.constant(x[idx[start:stop]]), tf.constant(y[idx[start:stop]])) for idx in part]
+
+    train_parts = [train for train, _ in splits]
+    val_parts = [val for _, val in splits]
+    train_batches = [(batches(train_parts, 0, batch_size), full)]
+    if remainder:
+        train_batches.append((batches(train_parts, 0, remainder), 1))
+    n_val = min(len(val) for val in val_parts)
+    val_batches = [batches(val_parts, start, min(start + 256, n_val)) for start in range(0, n_val, 256)]
+
+    for model, (xb, yb) in zip(models, train_batches[0][0]):
+        model.fit(xb, yb, epochs=1, batch_size=batch_size, verbose=0)  # builds the optimizer and metrics
+
+    def train_loop(data, steps):
+        for _ in tf.range(steps):
+            for model, batch in zip(models, data):
+                model.train_step(batch)
+
+    def val_pass(data):
+        for model, batch in zip(models, data):
+            model.test_step(batch)
+
+    train_fns = [(tf.function(train_loop), data, tf.constant(steps)) for data, steps in train_batches]
+    val_fns = [(tf.function(val_pass), data) for data in val_batches]
+    for fn, data, _ in train_fns:
+        fn(data, tf.constant(1))
+    for fn, data in val_fns:
+        fn(data)
+
+    train_times, val_times = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for fn, data, steps in train_fns:
+                fn(data, steps)
+        middle = time.perf_counter()
+        for fn, data in val_fns:
+            fn(data)
+        train_times.append(middle - start)
+        val_times.append(time.perf_counter() - middle)
+    return statistics.median(train_times), statistics.median(val_times)
+
+
 # -------------------------------------------------------------------- tables
 
 
@@ -307,6 +391,12 @@ def run_workload(name, args, rows, flops_per_second):
             f"{seconds / hand:.2f}", f"{seconds / limit:.1f}",
         )
         print(format_row(cells, args.markdown), flush=True)
+    train_seconds, val_seconds = kernel_floor(x, y, build, repeats=args.repeats, **common)
+    # The hand loop validates once per fold; tfcv after every epoch.
+    for row, seconds in ((FLOOR, train_seconds + val_seconds), (FLOOR_EACH_EPOCH, train_seconds + epochs * val_seconds)):
+        measured[row] = (seconds, float("nan"), float("nan"))
+        cells = (row, f"{seconds:.1f}", f"{train_samples / seconds:.0f}", "-", f"{seconds / hand:.2f}", f"{seconds / limit:.1f}")
+        print(format_row(cells, args.markdown), flush=True)
     return measured
 
 
@@ -326,6 +416,12 @@ def report_targets(results):
             print(f"  {name:<9} {row.removeprefix('tfcv '):<10} {ratio:.2f}x (target <= {target}x: "
                   f"{'yes' if fast else 'no'}), accuracy {mean:.4f} vs {hand_mean:.4f} ± {hand_std:.4f} "
                   f"({'equal' if same else 'not equal'}): {verdict}")
+        # tfcv validates every fold after every epoch, so its floor is the second one.
+        floor = measured[FLOOR][0] / hand_seconds
+        tfcv_floor = measured[FLOOR_EACH_EPOCH][0] / hand_seconds
+        below = [f"{row.removeprefix('tfcv ')} {target}x" for row, target in TARGETS.items() if target < tfcv_floor]
+        print(f"  {name:<9} kernel floor {floor:.2f}x the hand loop, {tfcv_floor:.2f}x with validation after every epoch"
+              + (f": no tfcv strategy can reach {' or '.join(below)} with these kernels" if below else ""))
 
 
 def main():

@@ -376,10 +376,12 @@ class CrossValidator:
         `tfcv._stacked`); returns their outcomes."""
         from tfcv import _stacked
 
+        arrays = isinstance(source, _ArraySource)
         models, fold_data, mixers = [], [], []
         for k in todo:
             model = prebuilt.pop(k, None) or self._build(seeds[k])
-            data = source.fold(k, seeds[k])
+            # In-memory arrays are fed by _stacked.array_datasets below.
+            data = source.fold(k, seeds[k], pipelines=False) if arrays else source.fold(k, seeds[k])
             # Each copy's normalization statistics come from its own training split.
             adapt_preprocessing(model, data.adapt_input, batch_size=max(batch_size, 256))
             _build_optimizer(model)
@@ -401,7 +403,7 @@ class CrossValidator:
         stopped = [i for i, logs in enumerate(previous) if initial_epoch and len(logs) < initial_epoch]
 
         val_batch_size = max(batch_size, 256)
-        if isinstance(source, _ArraySource):
+        if arrays:
             train, steps, val = _stacked.array_datasets(
                 source, todo, seeds, val_batch_size=val_batch_size, mixers=mixers, initial_epoch=initial_epoch
             )
@@ -786,16 +788,20 @@ class _ArraySource:
             .repeat()
         )
 
-    def fold(self, k, seed) -> _FoldData:
+    def fold(self, k, seed, *, pipelines=True) -> _FoldData:
+        """Fold `k`'s data; with `pipelines=False` without its `train` and
+        `validation` datasets (the stacked strategy builds its own)."""
         import tensorflow as tf
 
         train_idx, val_idx = self.plan.folds[k]
-        train = self.train_indices(k, seed).map(self.gather, num_parallel_calls=tf.data.AUTOTUNE)
-        validation = tf.data.Dataset.from_tensor_slices(np.asarray(val_idx)).batch(max(self.batch_size, 256))
+        train = validation = None
+        if pipelines:
+            train = self.train_indices(k, seed).map(self.gather, num_parallel_calls=tf.data.AUTOTUNE)
+            train = train.prefetch(tf.data.AUTOTUNE)
+            validation = tf.data.Dataset.from_tensor_slices(np.asarray(val_idx)).batch(max(self.batch_size, 256))
+            validation = validation.map(self.gather).prefetch(tf.data.AUTOTUNE)
         return _FoldData(
-            train=train.prefetch(tf.data.AUTOTUNE),
-            steps=max(1, -(-len(train_idx) // self.batch_size)),
-            validation=validation.map(self.gather).prefetch(tf.data.AUTOTUNE),
+            train=train, steps=max(1, -(-len(train_idx) // self.batch_size)), validation=validation,
             adapt_input=self.x[train_idx], n_train=len(train_idx), n_val=len(val_idx), val_labels=self.y[val_idx],
         )
 
