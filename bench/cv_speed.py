@@ -1,9 +1,12 @@
 """Cross-validation wall time: the hand-written Keras loop against tfcv.
 
 One command, one run, one table per workload. Every figure is the median of
---repeats repetitions (default 3); the `x hand loop` column divides by the
-hand-written loop's median measured in the same run, and `x limit` divides by
-the workload's arithmetic limit on this machine (see below).
+--repeats repetitions (default 3). Each repetition runs every row once, in
+table order, so that a burst of load on the machine hits one repetition of
+each row rather than every repetition of one row. The `x hand loop` column
+divides by the hand-written loop's median measured in the same run, and
+`x limit` divides by the workload's arithmetic limit on this machine (see
+below).
 
     python bench/cv_speed.py                        # both workloads, median of 3
     python bench/cv_speed.py --markdown             # the same, tables in Markdown (for the README)
@@ -217,13 +220,10 @@ def without_op_determinism(fn):
     return run
 
 
-def measure(fn, repeats, **kwargs):
-    times, accuracies = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        accuracies = fn(**kwargs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), accuracies
+def timed(fn, **kwargs):
+    start = time.perf_counter()
+    accuracies = fn(**kwargs)
+    return time.perf_counter() - start, accuracies
 
 
 # --------------------------------------------------------------- arithmetic
@@ -267,9 +267,9 @@ def forward_flops(model):
     return total
 
 
-def kernel_floor(x, y, build, *, folds, epochs, batch_size, seed, repeats):
+def kernel_floor(x, y, build, *, folds, epochs, batch_size, seed):
     """What the workload's own steps take with TensorFlow's kernels and
-    nothing else, timed `repeats` times.
+    nothing else.
 
     One model per fold, built and warmed up first (building and tracing are
     not counted). Then, in one tf.function per batch shape, every fold's
@@ -282,8 +282,8 @@ def kernel_floor(x, y, build, *, folds, epochs, batch_size, seed, repeats):
     steps with these kernels must spend at least.
 
     Returns:
-        `(train_seconds, validation_seconds)`: medians of the training steps
-        and of one validation pass.
+        `(train_seconds, validation_seconds)`: the training steps' time and
+        one validation pass's.
     """
     import keras
     import tensorflow as tf
@@ -325,18 +325,14 @@ def kernel_floor(x, y, build, *, folds, epochs, batch_size, seed, repeats):
     for fn, data in val_fns:
         fn(data)
 
-    train_times, val_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(epochs):
-            for fn, data, steps in train_fns:
-                fn(data, steps)
-        middle = time.perf_counter()
-        for fn, data in val_fns:
-            fn(data)
-        train_times.append(middle - start)
-        val_times.append(time.perf_counter() - middle)
-    return statistics.median(train_times), statistics.median(val_times)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for fn, data, steps in train_fns:
+            fn(data, steps)
+    middle = time.perf_counter()
+    for fn, data in val_fns:
+        fn(data)
+    return middle - start, time.perf_counter() - middle
 
 
 # -------------------------------------------------------------------- tables
@@ -380,22 +376,30 @@ def run_workload(name, args, rows, flops_per_second):
           f"(3 x {train_samples} training + {val_samples} validation samples), matmul {flops_per_second / 1e9:.1f} GFLOP/s, "
           f"limit {limit:.2f} s")
     print_header(args.markdown)
+    # Every repetition runs every row once, so that a burst of load on this
+    # machine slows one repetition of each row rather than all of one row.
+    times = {row: [] for row in [name for name, _ in rows] + [FLOOR, FLOOR_EACH_EPOCH]}
+    accuracies = {}
+    for _ in range(args.repeats):
+        for row, fn in rows:
+            seconds, accuracies[row] = timed(functools.partial(fn, x, y, build), **common)
+            times[row].append(seconds)
+        train_seconds, val_seconds = kernel_floor(x, y, build, **common)
+        # The hand loop validates once per fold; tfcv after every epoch.
+        times[FLOOR].append(train_seconds + val_seconds)
+        times[FLOOR_EACH_EPOCH].append(train_seconds + epochs * val_seconds)
+    hand = statistics.median(times[HAND])
     measured = {}
-    for row, fn in rows:
-        seconds, accuracies = measure(functools.partial(fn, x, y, build), args.repeats, **common)
-        measured[row] = (seconds, float(np.mean(accuracies)), float(np.std(accuracies)))
-        hand = measured[HAND][0]
+    for row, row_times in times.items():
+        seconds = statistics.median(row_times)
+        scores = accuracies.get(row)
+        mean, std = (float(np.mean(scores)), float(np.std(scores))) if scores is not None else (float("nan"),) * 2
+        measured[row] = (seconds, mean, std)
         cells = (
             row, f"{seconds:.1f}", f"{train_samples / seconds:.0f}",
-            f"{np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}",
+            f"{mean:.4f} ± {std:.4f}" if scores is not None else "-",
             f"{seconds / hand:.2f}", f"{seconds / limit:.1f}",
         )
-        print(format_row(cells, args.markdown), flush=True)
-    train_seconds, val_seconds = kernel_floor(x, y, build, repeats=args.repeats, **common)
-    # The hand loop validates once per fold; tfcv after every epoch.
-    for row, seconds in ((FLOOR, train_seconds + val_seconds), (FLOOR_EACH_EPOCH, train_seconds + epochs * val_seconds)):
-        measured[row] = (seconds, float("nan"), float("nan"))
-        cells = (row, f"{seconds:.1f}", f"{train_samples / seconds:.0f}", "-", f"{seconds / hand:.2f}", f"{seconds / limit:.1f}")
         print(format_row(cells, args.markdown), flush=True)
     return measured
 
