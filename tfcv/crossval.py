@@ -414,10 +414,9 @@ class CrossValidator:
 
         # Create every copy's metric variables now, so the copies share one
         # traced step (see _StackedFolds._shared_step).
-        xs, ys = next(iter(val))
+        xs, ys = val.element_spec
         for i, model in enumerate(models):
-            if hasattr(model, "_symbolic_build"):
-                model._symbolic_build(data_batch=(xs[i], ys[i], None))
+            _build_metrics(model, (xs[i], ys[i]))
         stacked = _stacked._StackedFolds(models)
         own = [[_fold_copy(cb, snapshot) for cb, snapshot in zip(plain_cbs, snapshots)] for _ in todo]
         everything = fold_cbs + [cb for cbs in own for cb in cbs]
@@ -506,6 +505,7 @@ class CrossValidator:
         if mixer is not None:
             data = data.mixed(mixer)
         if self._strategy is None:
+            _build_metrics(model, data.train.element_spec)
             # Under MirroredStrategy, Keras' multi-step loop fails to run
             # (TF 2.21: "You must feed a value for placeholder tensor").
             _run_epochs_per_call(model, _steps_per_epoch(data), callbacks)
@@ -607,6 +607,15 @@ def _any_needs_batch_hooks(callbacks) -> bool:
     from tfcv.callbacks import _needs_batch_hooks
 
     return any(_needs_batch_hooks(cb) for cb in callbacks)
+
+
+def _build_metrics(model: keras.Model, batch_spec) -> None:
+    """Creates the compiled metrics' variables from the shapes of a training
+    batch. Without a distribution strategy Keras creates them while it traces
+    the first train step, which makes TensorFlow trace that step a second
+    time (a `tf.function` that creates variables is traced again)."""
+    if hasattr(model, "_symbolic_build"):
+        model._symbolic_build(data_batch=batch_spec)
 
 
 def _run_epochs_per_call(model: keras.Model, steps: int | None, callbacks) -> None:
