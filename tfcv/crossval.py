@@ -614,8 +614,14 @@ def _build_metrics(model: keras.Model, batch_spec) -> None:
     batch. Without a distribution strategy Keras creates them while it traces
     the first train step, which makes TensorFlow trace that step a second
     time (a `tf.function` that creates variables is traced again)."""
-    if hasattr(model, "_symbolic_build"):
+    if not hasattr(model, "_symbolic_build"):
+        return
+    try:
         model._symbolic_build(data_batch=batch_spec)
+    except Exception:  # noqa: BLE001
+        # A model Keras cannot build symbolically gets its metrics at the
+        # first trace, as Keras does it, and the fit reports any real error.
+        pass
 
 
 def _run_epochs_per_call(model: keras.Model, steps: int | None, callbacks) -> None:
