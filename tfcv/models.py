@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import keras
@@ -13,18 +14,23 @@ def reference_cnn(
     input_shape: Sequence[int] = (8, 8, 1),
     num_classes: int = 10,
     *,
+    filters: Sequence[int] = (32, 64),
     learning_rate: float = 2e-3,
 ) -> keras.Model:
     """A small compiled CNN: the default model of `tfcv run`.
 
-    Two Conv2D/BatchNormalization/ReLU blocks, each followed by max pooling,
-    then global average pooling, dropout and a softmax classifier. It reaches
-    about 97-98% accuracy on the 8x8 digits in a few epochs on a CPU.
+    One Conv2D/BatchNormalization/ReLU block per entry of `filters` (two by
+    default), each followed by max pooling while the feature map is larger
+    than 2x2, then global average pooling, dropout and a softmax classifier.
+    It reaches about 97-98% accuracy on the 8x8 digits in a few epochs on a
+    CPU.
 
     Args:
         input_shape: Shape of one image, `(height, width, channels)`.
             Defaults to `(8, 8, 1)`.
         num_classes: `int`. Number of classes. Defaults to `10`.
+        filters: The width of each convolution block, in order. Defaults to
+            `(32, 64)`.
         learning_rate: `float`. Adam's learning rate. Defaults to `2e-3`.
 
     Returns:
@@ -47,10 +53,16 @@ def reference_cnn(
             f"Invalid value for argument `num_classes`. Received: num_classes={num_classes}. "
             "Expected an int >= 2."
         )
+    widths = tuple(filters) if isinstance(filters, Sequence) and not isinstance(filters, str) else ()
+    if not widths or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ValueError(
+            f"Invalid value for argument `filters`. Received: filters={filters!r}. "
+            "Expected a non-empty sequence of positive ints, one per convolution block."
+        )
     inputs = keras.Input(input_shape, name="image")
     x = inputs
-    for i, filters in enumerate((32, 64), start=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
+    for i, width in enumerate(widths, start=1):
+        x = keras.layers.Conv2D(int(width), 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
         # momentum=0.9: with ~50 steps per epoch the default 0.99 leaves the
         # moving statistics far from the data after a few epochs.
         x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
