@@ -1,0 +1,178 @@
+"""The Keras and TensorFlow internals tfcv relies on, in one place.
+
+Every name here is private to Keras or TensorFlow (or an experimental
+switch) and has no public equivalent that does the same job. Each function
+says why tfcv needs it; each was checked against Keras 3.5 - 3.15 and
+TensorFlow 2.16 - 2.21. When an internal is missing, the caller gets a
+visible fallback (a warning or a slower path), never a silent one.
+
+To find every use: `grep -rn "_compat\\." tfcv/`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+
+def flatten_layers(layer: keras.layers.Layer, *, include_self: bool = True) -> list:
+    """Every layer inside `layer`, recursively (nested models and the
+    sublayers a custom layer tracks as attributes).
+
+    `Model.layers` lists only the direct layers of a model, and a plain
+    `Layer` has no public list of the layers it holds; Keras' own tracking
+    (`Layer._flatten_layers`) is the one complete walk.
+    """
+    walk = getattr(layer, "_flatten_layers", None)
+    if walk is not None:
+        return list(walk(include_self=include_self))
+    warnings.warn(
+        "This Keras version has no Layer._flatten_layers; tfcv walks `Model.layers` instead and may miss "
+        "sublayers held by custom layers.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    found = [layer] if include_self else []
+    for inner in getattr(layer, "layers", []):
+        found.extend(flatten_layers(inner, include_self=True))
+    return found
+
+
+def call_with_captures(function: Any, flat_inputs: list, captured_inputs: list) -> Any:
+    """Runs a traced `tf.types.experimental.ConcreteFunction` with other
+    tensors in place of what it captured.
+
+    The stacked strategy traces fold 0's train step once and runs every
+    other fold's copy through the same graph by rebinding the captured
+    variable handles; TensorFlow exposes the rebinding only as the private
+    `ConcreteFunction._call_flat(args, captured_inputs)` (TF 2.16 - 2.21).
+    Callers check `can_call_with_captures` first and otherwise trace each copy.
+    """
+    return function._call_flat(flat_inputs, captured_inputs=captured_inputs)
+
+
+def can_call_with_captures(function: Any) -> bool:
+    """Whether `call_with_captures` works with this TensorFlow."""
+    return callable(getattr(function, "_call_flat", None))
+
+
+def symbolic_build(model: keras.Model, batch_spec: Any) -> bool:
+    """Creates a compiled model's metric variables from a batch's
+    `element_spec`, before the first traced train step.
+
+    Without a distribution strategy Keras creates them while it traces the
+    first train step, and TensorFlow then traces that step a second time (a
+    `tf.function` that creates variables is traced again). Keras does the
+    early build itself through the private `Model._symbolic_build`.
+
+    Returns:
+        `True` if the variables were built now; `False` if Keras will build
+        them at the first trace (correct, one trace slower).
+    """
+    build = getattr(model, "_symbolic_build", None)
+    if build is None:
+        return False
+    try:
+        build(data_batch=batch_spec)
+    except (TypeError, ValueError, NotImplementedError) as error:
+        warnings.warn(
+            f"Keras could not build the metrics of model {model.name!r} ahead of training ({error}); "
+            "they are built at the first train step instead, which traces that step twice.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def reset_initial_epoch(model: keras.Model) -> None:
+    """Forgets the epoch `keras.callbacks.BackupAndRestore` restored.
+
+    The callback stores it on the model (`model._initial_epoch`) and every
+    later `fit` of that model starts there; a model reused for the next
+    fold must start at epoch 0.
+    """
+    if hasattr(model, "_initial_epoch"):
+        model._initial_epoch = None
+
+
+def nodes_by_depth(model: keras.Model) -> tuple[keras.Model, dict] | None:
+    """`(graph, {depth: [node, ...]})` of a functional or Sequential model,
+    or `None` for a subclassed one.
+
+    The export's randomized signature splits a model at its first random
+    layer so the deterministic prefix runs once per input, not once per
+    sample; that needs the layer graph's nodes, which Keras keeps private
+    (`Functional._nodes_by_depth`; a Sequential model's graph is its
+    private `_functional`). Node objects expose `operation`,
+    `input_tensors` and `output_tensors`.
+    """
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    nodes = getattr(graph, "_nodes_by_depth", None)
+    if graph is None or not nodes:
+        return None
+    return graph, nodes
+
+
+def tensorboard_profiles_batches(callback: keras.callbacks.TensorBoard) -> bool:
+    """Whether a TensorBoard callback profiles a range of batches.
+
+    `profile_batch` is parsed into the private `_start_batch`/`_stop_batch`;
+    a profiling callback needs the per-batch hooks, which decides whether a
+    whole epoch may run in one graph call.
+    """
+    return getattr(callback, "_start_batch", 0) != 0
+
+
+def enable_op_determinism() -> None:
+    """TensorFlow's process-wide op-determinism switch (still under
+    `tf.config.experimental` in TF 2.21): with it, two runs with the same
+    seed on CPU give the same scores."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+def without_graph_rewrites(function: Callable) -> Callable:
+    """`function`, called with Grappler's graph optimizer switched off.
+
+    Grappler spends seconds rewriting the K-copy stacked graph and makes its
+    epochs no faster. The switch is an experimental process-wide option, so
+    it is set and restored around each call.
+    """
+    import functools
+
+    import tensorflow as tf
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        try:
+            return function(*args, **kwargs)
+        finally:
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+    return call
+
+
+def replace_call(cls: type, call: Callable) -> Callable:
+    """Replaces `cls.call` process-wide and returns the method it replaced.
+
+    Keras has one `training` flag for every layer; Monte-Carlo dropout at
+    inference needs dropout layers to train while BatchNormalization does
+    not. `tfcv.layers.randomized_inference` therefore wraps the `call` of
+    the dropout classes while a context is open (reference-counted across
+    threads) and restores them with `restore_call` when the last one closes.
+    """
+    original = vars(cls)["call"]
+    cls.call = call
+    return original
+
+
+def restore_call(cls: type, original: Callable) -> None:
+    """Undoes `replace_call`."""
+    cls.call = original
