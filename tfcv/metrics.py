@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
+from keras import ops
 
 from tfcv.folds import class_labels
 
@@ -51,3 +53,63 @@ def predicted_classes(predictions: Any) -> np.ndarray:
         threshold = 0.5 if (flat.min(initial=0) >= 0 and flat.max(initial=0) <= 1) else 0.0
         return (flat > threshold).astype("int64")
     return predictions.argmax(axis=-1)
+
+
+# ------------------------------------------------- labels of any format
+
+
+def _dense_labels(y_true, y_pred):
+    """Integer labels (`(batch,)` or `(batch, 1)`) to one-hot rows; label
+    rows (one-hot, smoothed or mixed) as they are."""
+    num_classes = y_pred.shape[-1]
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == num_classes and num_classes != 1:
+        return ops.cast(y_true, y_pred.dtype)
+    labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+    return ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfcv")
+class ClassCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy that takes integer labels or label rows.
+
+    Integer labels are one-hot encoded; one-hot, smoothed or mixed label
+    rows (from `tfcv.layers.BatchMixer`) are used as they are. So one model
+    trains on mixed batches and validates on integer labels, and label
+    smoothing works with integer labels (Keras'
+    `SparseCategoricalCrossentropy` has no `label_smoothing`).
+
+    Args:
+        label_smoothing: `float` in `[0, 1)`. Defaults to `0.0`.
+        from_logits: `bool`. Defaults to `False`.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, from_logits: bool = False,
+                 name: str = "class_crossentropy", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.label_smoothing = float(label_smoothing)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        return keras.losses.categorical_crossentropy(
+            _dense_labels(y_true, y_pred), y_pred,
+            from_logits=self.from_logits, label_smoothing=self.label_smoothing,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
+
+
+def _class_accuracy(y_true, y_pred):
+    y_true = ops.argmax(_dense_labels(y_true, y_pred), axis=-1)
+    return ops.cast(ops.equal(y_true, ops.argmax(y_pred, axis=-1)), "float32")
+
+
+@keras.saving.register_keras_serializable(package="tfcv")
+class ClassAccuracy(keras.metrics.MeanMetricWrapper):
+    """Accuracy for integer labels or label rows (argmax of the row)."""
+
+    def __init__(self, name: str = "accuracy", dtype=None):
+        super().__init__(fn=_class_accuracy, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}

@@ -1,0 +1,850 @@
+"""The model spec as data: `ModelSpec`, its sections, their validation and
+the YAML reader.
+
+`ModelSpec` describes a functional Keras model as plain data (a mapping, or
+YAML); `tfcv.build_model` turns it into a compiled model. Everything is
+checked when the spec is made, and an invalid spec raises a `SpecError`
+naming the key path (`backbone.blocks[2].pooling`), the value received and
+what is accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from tfcv import _checks
+from tfcv._checks import is_int, is_real
+from tfcv.layers.augmentation import check_augmentations
+from tfcv.layers.mixing import BatchMixer
+
+__all__ = [
+    "Backbone",
+    "ConvBlock",
+    "Head",
+    "ModelSpec",
+    "Preprocessing",
+    "SpecError",
+    "SpecTypeError",
+    "SpecValueError",
+    "Training",
+    "application_names",
+    "optimizer_class",
+    "read_yaml",
+]
+
+_TASKS = ("classification", "regression")
+_BLOCK_POOLINGS = ("max", "avg", None)
+_HEAD_POOLINGS = ("avg", "max", "flatten")
+_BATCH_MIXING = ("mixup", "cutmix")
+_SCHEDULES = {
+    "constant": {"warmup_steps"},
+    "cosine": {"decay_steps", "alpha", "warmup_steps"},
+    "exponential": {"decay_steps", "decay_rate", "staircase"},
+}
+_SMOOTHING_LOSSES = ("auto", "categorical_crossentropy", "binary_crossentropy")
+# Arguments of a keras.applications function that the spec sets itself.
+_MANAGED_APPLICATION_ARGS = ("include_top", "weights", "input_shape", "input_tensor", "classes",
+                             "classifier_activation", "pooling")
+
+
+# ------------------------------------------------------------------ errors
+
+
+class SpecError(Exception):
+    """An invalid model spec: the error names the key and what is wrong.
+
+    Raised (as `SpecValueError` or `SpecTypeError`) by `ModelSpec` and its
+    sections when a spec is made. The message reads ``Invalid value for
+    `backbone.blocks[2].pooling` in the model spec. Received: 'maxx'.
+    Expected one of 'max', 'avg', null.``; the lead word is "Unknown key",
+    "Missing key" or "Misplaced key" when the key itself is the problem.
+    Catch `SpecError` for any spec problem, or `ValueError`/`TypeError` as
+    for any other invalid argument.
+
+    Args:
+        path: `str`. The key's path in the spec, such as
+            `"backbone.blocks[2].pooling"`.
+        detail: `str`. What was received and what is accepted.
+        lead: `str`. The message's first words. Defaults to
+            `"Invalid value for"`.
+
+    Attributes:
+        path: The key's path.
+        detail: What was received and what is accepted.
+        lead: The message's first words.
+
+    Example:
+
+    >>> try:
+    ...     tfcv.ModelSpec.from_dict({"input_shape": [8, 8, 1], "num_classes": 1})
+    ... except tfcv.SpecError as error:
+    ...     print(error.path)
+    num_classes
+    """
+
+    def __init__(self, path: str, detail: str, lead: str = "Invalid value for"):
+        self.path, self.detail, self.lead = path, detail, lead
+        super().__init__(f"{lead} `{path}` in the model spec. {detail}")
+
+    def under(self, prefix: str) -> SpecError:
+        """The same error for the key seen from a parent section `prefix`
+        (`"pooling"` under `"blocks[2]"` becomes `"blocks[2].pooling"`)."""
+        path = prefix + self.path if self.path.startswith("[") else f"{prefix}.{self.path}"
+        return type(self)(path, self.detail, self.lead)
+
+    def __reduce__(self):
+        return type(self), (self.path, self.detail, self.lead)
+
+
+class SpecValueError(SpecError, ValueError):
+    """A spec key with a value of the right type that is not accepted
+    (`num_classes: 1`), or an unknown, missing or misplaced key."""
+
+
+class SpecTypeError(SpecError, TypeError):
+    """A spec key with a value of the wrong type (`filters: many`)."""
+
+
+@contextlib.contextmanager
+def _at(prefix: str) -> Iterator[None]:
+    try:
+        yield
+    except SpecError as error:
+        raise error.under(prefix) from None
+
+
+def _invalid(path, value, expected, error=SpecValueError):
+    return error(path, f"Received: {value!r}. Expected {expected}.")
+
+
+def _expect(path, predicate, value, **kwargs):
+    """Runs a `tfcv._checks.expect_*` predicate, reporting a rejection under
+    the key `path` in YAML words (`null`, `true or false`)."""
+    try:
+        return predicate(value, yaml=True, **kwargs)
+    except _checks.Rejected as rejected:
+        raise _invalid(path, value, rejected.expected, SpecTypeError if rejected.wrong_type else SpecValueError) from None
+
+
+def _int(path, value, *, minimum=None, optional=False):
+    return _expect(path, _checks.expect_int, value, minimum=minimum, optional=optional)
+
+
+def _float(path, value, *, low=None, high=None, high_open=False):
+    return _expect(path, _checks.expect_real, value, low=low, high=high, high_open=high_open)
+
+
+def _bool(path, value):
+    return _expect(path, _checks.expect_bool, value)
+
+
+def _choice(path, value, choices):
+    return _expect(path, _checks.expect_choice, value, choices=choices)
+
+
+def _activation(path, value):
+    if not isinstance(value, str):
+        raise _invalid(path, value, "the name of a Keras activation such as 'relu'", SpecTypeError)
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise _invalid(path, value, "the name of a Keras activation such as 'relu', 'gelu' or 'swish'") from None
+    return value
+
+
+def _int_or_pair(path, value, *, minimum=1):
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise _invalid(path, value, "an int or a pair of ints")
+        return tuple(_int(f"{path}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
+    return _int(path, value, minimum=minimum)
+
+
+def _freeze(value):
+    """Lists to tuples, recursively, and a private copy of every dict."""
+    if isinstance(value, Mapping):
+        return {k: _freeze(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _plain(value):
+    """A spec as YAML/JSON-ready builtins: dataclasses to dicts, tuples to lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _section(cls, value, path):
+    """Coerces a mapping into the spec dataclass `cls`, naming unknown keys."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise _invalid(path, value, f"a mapping with keys {_field_names(cls)}", SpecTypeError)
+    _check_keys(cls, value, path)
+    with _at(path):
+        return cls(**value)
+
+
+def _check_keys(cls, mapping, path):
+    names = _field_names(cls)
+    for key in mapping:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise SpecValueError(where, f"Expected one of {names}.", lead="Unknown key")
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _set(obj, name, value):
+    object.__setattr__(obj, name, value)
+
+
+# -------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The `preprocessing` section: deterministic steps run before augmentation.
+
+    Args:
+        rescaling: `float` scale, `[scale, offset]`, or `None`. A
+            `keras.layers.Rescaling` named `rescaling` (`1/255` for uint8
+            images). Defaults to `None`.
+        resizing: `[height, width]` or `None`. A `keras.layers.Resizing`
+            named `resizing` (bilinear). Defaults to `None`.
+        normalization: `True` for a `keras.layers.Normalization` named
+            `normalization` (per channel) whose mean and variance the
+            cross-validator adapts on each fold's training split,
+            `{"mean": [...], "variance": [...]}` for fixed statistics, or
+            `False`. Defaults to `False`.
+        value_range: `[low, high]` of the pixel values after rescaling: what
+            brightness, contrast and the other value-dependent augmentations
+            assume. Defaults to `[0, 1]`.
+    """
+
+    rescaling: Any = None
+    resizing: Any = None
+    normalization: Any = False
+    value_range: Any = (0.0, 1.0)
+
+    def __post_init__(self):
+        if self.rescaling is not None:
+            value = self.rescaling
+            if is_real(value):
+                _set(self, "rescaling", float(value))
+            elif isinstance(value, (list, tuple)) and len(value) == 2 and all(is_real(v) for v in value):
+                _set(self, "rescaling", (float(value[0]), float(value[1])))
+            else:
+                raise _invalid("rescaling", value, "a scale such as 0.00392 (1/255), [scale, offset] or null")
+        if self.resizing is not None:
+            value = self.resizing
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise _invalid("resizing", value, "[height, width] or null")
+            _set(self, "resizing", tuple(_int(f"resizing[{i}]", v, minimum=1) for i, v in enumerate(value)))
+        value = self.normalization
+        if isinstance(value, Mapping):
+            if set(value) != {"mean", "variance"}:
+                raise _invalid("normalization", dict(value), "true, false or {mean: [...], variance: [...]}")
+            for key in ("mean", "variance"):
+                stats = value[key]
+                if not (is_real(stats) or (isinstance(stats, (list, tuple)) and all(is_real(v) for v in stats))):
+                    raise _invalid(f"normalization.{key}", stats, "a number or a list of numbers (one per channel)")
+            _set(self, "normalization", _freeze({k: value[k] for k in ("mean", "variance")}))
+        elif not isinstance(value, bool):
+            raise _invalid("normalization", value, "true, false or {mean: [...], variance: [...]}", SpecTypeError)
+        value = self.value_range
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(is_real(v) for v in value)
+                and value[0] < value[1]):
+            raise _invalid("value_range", value, "[low, high] with low < high, such as [0, 1] or [0, 255]")
+        _set(self, "value_range", (float(value[0]), float(value[1])))
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """One block of a conv backbone: conv, batch norm, (residual add),
+    activation, pooling, dropout.
+
+    Layers are named `block<i>_conv`, `block<i>_bn`, `block<i>_shortcut` and
+    `block<i>_add` (residual), `block<i>_act`, `block<i>_pool` and
+    `block<i>_dropout`, counting blocks from 1.
+
+    Args:
+        filters: `int`. Defaults to `32`.
+        kernel_size: `int` or `[h, w]`. Defaults to `3`.
+        strides: `int` or `[h, w]`. Defaults to `1`.
+        batch_norm: `bool`. Defaults to `True`.
+        activation: Keras activation name. Defaults to `"relu"`.
+        pooling: `"max"`, `"avg"` (2x2) or `None`. Defaults to `"max"`.
+        dropout: `float` in `[0, 1)`. Defaults to `0.0`.
+        residual: `bool`. Add the block's input (through a 1x1 conv when
+            the shape changes) before the activation. Defaults to `False`.
+    """
+
+    filters: int = 32
+    kernel_size: Any = 3
+    strides: Any = 1
+    batch_norm: bool = True
+    activation: str = "relu"
+    pooling: str | None = "max"
+    dropout: float = 0.0
+    residual: bool = False
+
+    def __post_init__(self):
+        _set(self, "filters", _int("filters", self.filters, minimum=1))
+        _set(self, "kernel_size", _int_or_pair("kernel_size", self.kernel_size))
+        _set(self, "strides", _int_or_pair("strides", self.strides))
+        _set(self, "batch_norm", _bool("batch_norm", self.batch_norm))
+        _activation("activation", self.activation)
+        _choice("pooling", self.pooling, _BLOCK_POOLINGS)
+        _set(self, "dropout", _float("dropout", self.dropout, low=0.0, high=1.0, high_open=True))
+        _set(self, "residual", _bool("residual", self.residual))
+
+
+_DEFAULT_BLOCKS = (ConvBlock(32), ConvBlock(64))
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The `backbone` section: conv blocks, or a `keras.applications` model.
+
+    Args:
+        blocks: List of `ConvBlock` settings (dicts, or an int as shorthand
+            for `{"filters": n}`). Defaults to two blocks of 32 and 64
+            filters with max pooling when `application` is `None`.
+        application: Name of a `keras.applications` model such as
+            `"MobileNetV3Small"`, `"EfficientNetB0"` or `"ResNet50"`, built
+            with `include_top=False` as a nested model named `backbone`.
+            Defaults to `None`.
+        weights: `None` (random initialization) or the path of a local
+            weights file (tfcv never downloads). Defaults to `None`.
+        fine_tune_layers: `int`. Train only the top `n` layers of the
+            application (`0` freezes it; frozen BatchNormalization layers
+            run in inference mode), or `None` to train all. Defaults to
+            `None`.
+        options: `dict` of further arguments for the application function
+            (`alpha`, `minimalistic`, `include_preprocessing`, ...).
+    """
+
+    blocks: Any = None
+    application: str | None = None
+    weights: str | None = None
+    fine_tune_layers: int | None = None
+    options: Any = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.application is None:
+            for name, default in (("weights", None), ("fine_tune_layers", None)):
+                if getattr(self, name) != default:
+                    raise _invalid(name, getattr(self, name), "null: it only applies to an `application` backbone")
+            if self.options:
+                raise _invalid("options", self.options, "{}: it only applies to an `application` backbone")
+            blocks = _DEFAULT_BLOCKS if self.blocks is None else self.blocks
+            if isinstance(blocks, (str, bytes, Mapping)) or not isinstance(blocks, Sequence):
+                raise _invalid("blocks", blocks, "a list of conv blocks", SpecTypeError)
+            checked = []
+            for i, block in enumerate(blocks):
+                if is_int(block):
+                    block = {"filters": block}
+                checked.append(_section(ConvBlock, block, f"blocks[{i}]"))
+            _set(self, "blocks", tuple(checked))
+        else:
+            if self.blocks is not None:
+                raise _invalid("blocks", self.blocks, "null when `application` is set (one backbone or the other)")
+            names = application_names()
+            if self.application not in names:
+                close = [n for n in names if n.lower().startswith(str(self.application).lower()[:6])]
+                raise _invalid("application", self.application,
+                               f"a keras.applications model name such as {close or ['MobileNetV3Small', 'EfficientNetB0', 'ResNet50']}")
+            if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
+                raise _invalid("weights", self.weights, "null or the path of a local weights file", SpecTypeError)
+            if self.weights is not None:
+                weights = os.fspath(self.weights)
+                if weights == "imagenet":
+                    raise _invalid("weights", weights, "null or the path of a local weights file: tfcv never "
+                                   "downloads; fetch the file once and give its path")
+                _set(self, "weights", weights)
+            _set(self, "fine_tune_layers", _int("fine_tune_layers", self.fine_tune_layers, minimum=0, optional=True))
+            if not isinstance(self.options, Mapping):
+                raise _invalid("options", self.options, "a mapping of keras.applications arguments", SpecTypeError)
+            accepted = [p for p in inspect.signature(getattr(keras.applications, self.application)).parameters
+                        if p not in _MANAGED_APPLICATION_ARGS]
+            for key in self.options:
+                if key not in accepted:
+                    raise SpecValueError(f"options.{key}", f"keras.applications.{self.application} accepts "
+                                          f"{accepted} here.", lead="Unknown key")
+            _set(self, "options", _freeze(self.options))
+
+
+@dataclass(frozen=True)
+class Head:
+    """The `head` section: pooling, dense layers and dropout.
+
+    Layers: `head_pool` (or `head_flatten`), then per dense layer
+    `head_dense<i>` and `head_dropout<i>` (or one `head_dropout` when there
+    is no dense layer), then `predictions`.
+
+    Args:
+        pooling: `"avg"`, `"max"` (global pooling) or `"flatten"`. Defaults
+            to `"avg"`.
+        units: List of dense layer sizes. Defaults to `[64]`.
+        dropout: `float` in `[0, 1)`. Defaults to `0.2`.
+        activation: Activation of the dense layers. Defaults to `"relu"`.
+    """
+
+    pooling: str = "avg"
+    units: Any = (64,)
+    dropout: float = 0.2
+    activation: str = "relu"
+
+    def __post_init__(self):
+        _choice("pooling", self.pooling, _HEAD_POOLINGS)
+        if isinstance(self.units, (str, bytes, Mapping)) or not isinstance(self.units, Sequence):
+            raise _invalid("units", self.units, "a list of dense layer sizes such as [64]", SpecTypeError)
+        _set(self, "units", tuple(_int(f"units[{i}]", u, minimum=1) for i, u in enumerate(self.units)))
+        _set(self, "dropout", _float("dropout", self.dropout, low=0.0, high=1.0, high_open=True))
+        _activation("activation", self.activation)
+
+
+@dataclass(frozen=True)
+class Training:
+    """The `training` section: how `build_model` compiles.
+
+    Args:
+        optimizer: Keras optimizer name (`"adam"`, `"adamw"`, `"sgd"`, ...)
+            or `{"name": ..., <optimizer arguments>}` such as
+            `{"name": "sgd", "momentum": 0.9}`. Defaults to `"adam"`.
+        learning_rate: `float`. The (peak) learning rate. Defaults to
+            `0.001`.
+        schedule: `None`, or a learning rate schedule:
+            `{"name": "cosine", "decay_steps": n, "alpha": 0.0,
+            "warmup_steps": 0}` (`keras.optimizers.schedules.CosineDecay`,
+            with a linear warmup from 0), `{"name": "exponential",
+            "decay_steps": n, "decay_rate": r, "staircase": false}` or
+            `{"name": "constant", "warmup_steps": n}` (warmup, then
+            constant). Steps are optimizer steps (batches).
+        loss: `"auto"` or a Keras loss name. `"auto"` is, for multi-class
+            classification, categorical cross-entropy that takes integer
+            labels and one-hot (or mixed) label rows alike; binary
+            cross-entropy for two classes (one sigmoid unit); mean squared
+            error for regression. Defaults to `"auto"`.
+        metrics: `"auto"` (`["accuracy"]` for classification, `["mae"]` for
+            regression) or a list of Keras metric names. Defaults to
+            `"auto"`.
+        label_smoothing: `float` in `[0, 1)`. Classification only, with loss
+            `"auto"`, `"categorical_crossentropy"` or
+            `"binary_crossentropy"`; integer labels are fine with `"auto"`.
+            Defaults to `0.0`.
+    """
+
+    optimizer: Any = "adam"
+    learning_rate: float = 1e-3
+    schedule: Any = None
+    loss: str = "auto"
+    metrics: Any = "auto"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        optimizer = self.optimizer
+        if isinstance(optimizer, Mapping):
+            if "name" not in optimizer:
+                raise SpecValueError("optimizer.name", "An optimizer mapping needs a `name` such as 'sgd'.",
+                                      lead="Missing key")
+            name, arguments = optimizer["name"], {k: v for k, v in optimizer.items() if k != "name"}
+        else:
+            name, arguments = optimizer, {}
+        cls = optimizer_class(name)
+        accepted = [p for p in inspect.signature(cls.__init__).parameters
+                    if p not in ("self", "learning_rate", "name", "kwargs")]
+        for key in arguments:
+            if key == "learning_rate":
+                raise SpecValueError("optimizer.learning_rate", "Set `training.learning_rate` (and "
+                                      "`training.schedule`) instead.", lead="Misplaced key")
+            if key not in accepted:
+                raise SpecValueError(f"optimizer.{key}", f"{cls.__name__} accepts {accepted}.",
+                                      lead="Unknown key")
+        _set(self, "optimizer", _freeze(optimizer))
+        _set(self, "learning_rate", _float("learning_rate", self.learning_rate, low=0.0))
+        if self.learning_rate == 0:
+            raise _invalid("learning_rate", self.learning_rate, "a number > 0")
+        if self.schedule is not None:
+            _set(self, "schedule", _check_schedule(self.schedule))
+        if not isinstance(self.loss, str):
+            raise _invalid("loss", self.loss, "'auto' or a Keras loss name", SpecTypeError)
+        if self.loss != "auto":
+            try:
+                keras.losses.get(self.loss)
+            except (ValueError, TypeError):
+                raise _invalid("loss", self.loss, "'auto' or a Keras loss name such as "
+                               "'categorical_crossentropy' or 'huber'") from None
+        metrics = self.metrics
+        if metrics != "auto":
+            if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence):
+                raise _invalid("metrics", metrics, "'auto' or a list of Keras metric names", SpecTypeError)
+            for i, metric in enumerate(metrics):
+                if metric in ("accuracy", "acc"):
+                    continue
+                try:
+                    if not isinstance(metric, str):
+                        raise TypeError(metric)
+                    keras.metrics.get(metric)
+                except (ValueError, TypeError):
+                    raise _invalid(f"metrics[{i}]", metric, "a Keras metric name such as 'accuracy', 'auc' "
+                                   "or 'mae'") from None
+            _set(self, "metrics", tuple(metrics))
+        _set(self, "label_smoothing", _float("label_smoothing", self.label_smoothing, low=0.0, high=1.0,
+                                             high_open=True))
+        if self.label_smoothing and self.loss not in _SMOOTHING_LOSSES:
+            raise _invalid("label_smoothing", self.label_smoothing,
+                           f"0 with loss {self.loss!r}: only the losses {_SMOOTHING_LOSSES} smooth labels")
+
+
+def _check_schedule(schedule) -> dict:
+    if not isinstance(schedule, Mapping):
+        raise _invalid("schedule", schedule, "null or a mapping such as {name: cosine, decay_steps: 1000}",
+                       SpecTypeError)
+    name = schedule.get("name")
+    with _at("schedule"):
+        _choice("name", name, tuple(_SCHEDULES))
+    for key in schedule:
+        if key != "name" and key not in _SCHEDULES[name]:
+            raise SpecValueError(f"schedule.{key}", f"A {name!r} schedule accepts {sorted(_SCHEDULES[name])}.",
+                                  lead="Unknown key")
+    checked = {"name": name}
+    with _at("schedule"):
+        if name in ("cosine", "exponential"):
+            if "decay_steps" not in schedule:
+                raise SpecValueError("decay_steps", f"A {name!r} schedule needs `decay_steps`.", lead="Missing key")
+            checked["decay_steps"] = _int("decay_steps", schedule["decay_steps"], minimum=1)
+        if name == "cosine":
+            checked["alpha"] = _float("alpha", schedule.get("alpha", 0.0), low=0.0, high=1.0)
+        if name == "exponential":
+            if "decay_rate" not in schedule:
+                raise SpecValueError("decay_rate", "An 'exponential' schedule needs `decay_rate`.",
+                                      lead="Missing key")
+            checked["decay_rate"] = _float("decay_rate", schedule["decay_rate"], low=0.0)
+            checked["staircase"] = _bool("staircase", schedule.get("staircase", False))
+        if name in ("cosine", "constant"):
+            checked["warmup_steps"] = _int("warmup_steps", schedule.get("warmup_steps", 0), minimum=0)
+    return checked
+
+
+def application_names() -> list[str]:
+    """The model names of `keras.applications` usable as a backbone."""
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+
+
+def optimizer_class(name) -> type:
+    """The Keras optimizer class for a name such as `"adam"` or `"AdamW"`."""
+    classes = {
+        n.lower(): getattr(keras.optimizers, n) for n in dir(keras.optimizers)
+        if isinstance(getattr(keras.optimizers, n), type)
+        and issubclass(getattr(keras.optimizers, n), keras.optimizers.Optimizer)
+        and getattr(keras.optimizers, n) is not keras.optimizers.Optimizer
+        and n != "LossScaleOptimizer"
+    }
+    if not isinstance(name, str) or name.lower() not in classes:
+        raise _invalid("optimizer", name, f"a Keras optimizer name: one of {sorted(classes)}")
+    return classes[name.lower()]
+
+
+# -------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True, repr=False)
+class ModelSpec:
+    """A model described as data; `build_model` turns it into a compiled
+    functional `keras.Model`.
+
+    The spec is a frozen dataclass whose sections are small frozen
+    dataclasses (`Preprocessing`, `Backbone` with `ConvBlock`s, `Head`,
+    `Training`); everything is validated when the spec is made, and an
+    error names the key path (`backbone.blocks[2].pooling`), the value
+    received and what is accepted. Only `input_shape` and, for
+    classification, `num_classes` are required:
+
+    ```yaml
+    input_shape: [8, 8, 1]
+    task: classification          # or regression (with num_outputs)
+    num_classes: 10               # 2 = binary: one sigmoid unit
+    preprocessing:
+      rescaling: null             # scale or [scale, offset]
+      resizing: null              # [height, width]
+      normalization: true         # adapted per fold on the training split
+      value_range: [0, 1]         # pixel range the augmentations assume
+    augmentation:                 # see tfcv.layers.Augmentation
+      - flip: horizontal
+      - rotate: 0.05
+      - mixup: 0.2                # batch-level: see tfcv.layers.BatchMixer
+    backbone:
+      blocks:
+        - {filters: 32, kernel_size: 3, strides: 1, batch_norm: true,
+           activation: relu, pooling: max, dropout: 0.0, residual: false}
+        - {filters: 64, residual: true}
+      # or: application: MobileNetV3Small, weights: null,
+      #     fine_tune_layers: null, options: {minimalistic: true}
+    head: {pooling: avg, units: [64], dropout: 0.2, activation: relu}
+    training:
+      optimizer: adam             # or {name: sgd, momentum: 0.9}
+      learning_rate: 0.001
+      schedule: {name: cosine, decay_steps: 1000, warmup_steps: 100}
+      loss: auto
+      metrics: auto
+      label_smoothing: 0.1
+    name: model
+    ```
+
+    The model's graph is `image` -> `rescaling` -> `resizing` ->
+    `augmentation` -> `normalization` -> backbone -> head ->
+    `predictions`, each step present only when the spec asks for it.
+    Augmentation runs on rescaled, un-normalized pixels (so `value_range`
+    means what it says) and is the identity at inference, so the
+    normalization statistics that the cross-validator adapts (by feeding
+    the fold's training split through the model in inference mode) are
+    those of the real training images.
+
+    Args:
+        input_shape: `(height, width, channels)` of one input image.
+        task: `"classification"` or `"regression"`. Defaults to
+            `"classification"`.
+        num_classes: `int` >= 2. Classification only; 2 makes a binary
+            classifier with one sigmoid unit (labels 0/1), more a softmax
+            over the classes (integer or one-hot labels).
+        num_outputs: `int`. Regression only. Defaults to `1`.
+        preprocessing: A `Preprocessing` or its mapping.
+        augmentation: List of one-key dicts for `tfcv.layers.Augmentation`,
+            plus optionally `{"mixup": alpha}` and `{"cutmix": factor}`,
+            which mix labels too and so run on training batches (see
+            `batch_mixer`).
+        backbone: A `Backbone` or its mapping; also a list of blocks, or an
+            application name. Defaults to two conv blocks.
+        head: A `Head` or its mapping.
+        training: A `Training` or its mapping.
+        name: `str`. The model's name. Defaults to `"model"`.
+
+    Example:
+
+    >>> spec = tfcv.ModelSpec.from_dict({
+    ...     "input_shape": [8, 8, 1], "task": "classification", "num_classes": 10,
+    ...     "preprocessing": {"normalization": True},
+    ...     "augmentation": [{"flip": "horizontal"}, {"rotate": 0.05}]})
+    >>> result = tfcv.CrossValidator(tfcv.ModelBuilder(spec), folds=5).fit(x, y, epochs=10)
+    """
+
+    input_shape: Any
+    task: str = "classification"
+    num_classes: int | None = None
+    num_outputs: int | None = None
+    preprocessing: Any = field(default_factory=Preprocessing)
+    augmentation: Any = ()
+    backbone: Any = field(default_factory=Backbone)
+    head: Any = field(default_factory=Head)
+    training: Any = field(default_factory=Training)
+    name: str = "model"
+
+    def __post_init__(self):
+        shape = self.input_shape
+        if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+            raise _invalid("input_shape", shape, "[height, width, channels]", SpecTypeError)
+        _set(self, "input_shape", tuple(_int(f"input_shape[{i}]", d, minimum=1) for i, d in enumerate(shape)))
+        _choice("task", self.task, _TASKS)
+        if self.task == "classification":
+            if self.num_classes is None:
+                raise SpecValueError("num_classes", "A classification spec needs `num_classes` (an int >= 2).",
+                                      lead="Missing key")
+            _set(self, "num_classes", _int("num_classes", self.num_classes, minimum=2))
+            if self.num_outputs is not None:
+                raise _invalid("num_outputs", self.num_outputs, "null for classification (set num_classes)")
+        else:
+            if self.num_classes is not None:
+                raise _invalid("num_classes", self.num_classes, "null for regression (set num_outputs)")
+            _set(self, "num_outputs", _int("num_outputs", 1 if self.num_outputs is None else self.num_outputs,
+                                           minimum=1))
+        _set(self, "preprocessing", _section(Preprocessing, self.preprocessing, "preprocessing"))
+        backbone = self.backbone
+        if isinstance(backbone, str):
+            backbone = {"application": backbone}
+        elif isinstance(backbone, (list, tuple)):
+            backbone = {"blocks": backbone}
+        _set(self, "backbone", _section(Backbone, backbone, "backbone"))
+        _set(self, "head", _section(Head, self.head, "head"))
+        _set(self, "training", _section(Training, self.training, "training"))
+        _set(self, "augmentation", tuple(_freeze(item) for item in check_augmentations(
+            self.augmentation, path="augmentation", channels=self.input_shape[-1], allow_batch_mixing=True)))
+        for name in _BATCH_MIXING:
+            where = [i for i, item in enumerate(self.augmentation) if name in item]
+            if len(where) > 1:
+                raise _invalid(f"augmentation[{where[1]}]", dict(self.augmentation[where[1]]),
+                               f"at most one {name!r} item")
+            if where and self.task != "classification":
+                raise _invalid(f"augmentation[{where[0]}]", dict(self.augmentation[where[0]]),
+                               f"no {name!r} for regression: it mixes class labels")
+        if self.training.label_smoothing and self.task != "classification":
+            raise _invalid("training.label_smoothing", self.training.label_smoothing, "0 for regression")
+        if not isinstance(self.name, str) or not self.name:
+            raise _invalid("name", self.name, "a non-empty string", SpecTypeError)
+
+    # -- conversions -----------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | ModelSpec, **overrides: Any) -> ModelSpec:
+        """Makes a spec from a mapping (or returns an already-built spec).
+
+        Args:
+            d: A mapping with the keys of `ModelSpec`, or a `ModelSpec`.
+            **overrides: Top-level keys that replace those of `d`, for
+                example `input_shape` and `num_classes` taken from the data.
+
+        Returns:
+            A validated `ModelSpec`.
+
+        Example:
+
+        >>> spec = tfcv.ModelSpec.from_dict(config["model"], input_shape=x.shape[1:])
+        """
+        if isinstance(d, ModelSpec):
+            if not overrides:
+                return d
+            d = d.to_dict()
+        if not isinstance(d, Mapping):
+            raise TypeError(
+                f"Invalid value for argument `d`. Received: d={d!r} of type {type(d).__name__}. "
+                "Expected a mapping (such as the `model:` section of a YAML file) or a ModelSpec."
+            )
+        d = {**d, **overrides}
+        _check_keys(cls, d, "")
+        if "input_shape" not in d:
+            raise SpecValueError("input_shape", "Every spec needs `input_shape: [height, width, channels]`.",
+                                  lead="Missing key")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain dicts, lists and scalars, with every default
+        filled in: `ModelSpec.from_dict(spec.to_dict()) == spec`."""
+        return _plain(self)
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | os.PathLike, **overrides: Any) -> ModelSpec:
+        """Reads a spec from a YAML file or YAML text, with a safe loader.
+
+        Floats written without a dot (`1e-3`) are read as numbers, not as
+        the strings plain YAML 1.1 makes of them.
+
+        Args:
+            path_or_text: Path of a YAML file, or the YAML text itself.
+            **overrides: As for `from_dict`.
+        """
+        return cls.from_dict(read_yaml(path_or_text), **overrides)
+
+    def to_yaml(self) -> str:
+        """The spec as YAML text: `ModelSpec.from_yaml(spec.to_yaml()) == spec`."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # -- what the builder and the cross-validator use ---------------------
+
+    @property
+    def model_augmentation(self) -> list[dict]:
+        """The augmentation items that run inside the model (all but
+        `mixup` and `cutmix`)."""
+        return [dict(item) for item in self.augmentation if next(iter(item)) not in _BATCH_MIXING]
+
+    def batch_mixer(self, seed: int | None = None) -> BatchMixer | None:
+        """The `BatchMixer` for the spec's `mixup`/`cutmix` items, or `None`.
+
+        It takes integer (or one-hot) labels and returns mixed images and
+        mixed one-hot label rows; apply it to training batches only.
+        """
+        settings = {next(iter(item)): next(iter(item.values())) for item in self.augmentation
+                    if next(iter(item)) in _BATCH_MIXING}
+        if not settings:
+            return None
+        num_classes = self.num_classes if self.num_classes > 2 else None
+        cutmix = settings.get("cutmix")
+        return BatchMixer(
+            mixup=settings.get("mixup"),
+            cutmix=list(cutmix) if isinstance(cutmix, tuple) else cutmix,
+            num_classes=num_classes,
+            seed=seed,
+        )
+
+    def __repr__(self) -> str:
+        changed = _changed(self, None)
+        parts = [f"input_shape={self.input_shape}"]
+        parts += [f"{k}={v!r}" for k, v in changed.items() if k != "input_shape"]
+        return f"ModelSpec({', '.join(parts)})"
+
+
+def _changed(spec, default) -> dict:
+    """The fields of a spec (or section) that differ from their defaults."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if default is not None:
+            base = getattr(default, f.name)
+        elif f.default is not dataclasses.MISSING:
+            base = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            base = f.default_factory()
+        else:
+            base = dataclasses.MISSING
+        if dataclasses.is_dataclass(value) and type(value) is type(base):
+            inner = _changed(value, base)
+            if inner:
+                out[f.name] = inner
+        elif value != base:
+            out[f.name] = _plain(value)
+    return out
+
+
+def read_yaml(path_or_text: str | os.PathLike) -> Any:
+    """Parses a YAML file or text with a safe loader that also reads `1e-3`
+    as a float."""
+    import yaml
+
+    if isinstance(path_or_text, os.PathLike) or (
+        isinstance(path_or_text, str) and "\n" not in path_or_text and os.path.isfile(path_or_text)
+    ):
+        with open(path_or_text, encoding="utf-8") as f:
+            text = f.read()
+    elif isinstance(path_or_text, str):
+        text = path_or_text
+    else:
+        raise TypeError(
+            f"Invalid value for argument `path_or_text`. Received: {path_or_text!r}. "
+            "Expected the path of a YAML file or YAML text."
+        )
+    return yaml.load(text, Loader=_yaml_loader())
+
+
+def _yaml_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # YAML 1.1 (PyYAML) needs a dot in a float: without this resolver
+    # `learning_rate: 1e-3` would be the string "1e-3".
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return Loader
