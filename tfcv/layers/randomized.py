@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import keras
 
+from tfcv import _compat
+
 __all__ = ["randomized_inference"]
 
 # Roots of the dropout family. Subclasses (SpatialDropout1D/2D/3D, a user's
@@ -108,9 +110,7 @@ def _enter() -> None:
     with _lock:
         if _active_contexts == 0:
             for cls in _dropout_classes():
-                original = vars(cls)["call"]
-                _patched[cls] = original
-                cls.call = _randomizing_call(original)
+                _patched[cls] = _compat.replace_call(cls, _randomizing_call(cls.call))
         _active_contexts += 1
 
 
@@ -122,7 +122,7 @@ def _exit() -> None:
         # be tracing a model right now.
         if _active_contexts == 0:
             for cls, original in _patched.items():
-                cls.call = original
+                _compat.restore_call(cls, original)
             _patched.clear()
 
 
