@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import numbers
 import os
 import re
 from collections.abc import Callable
@@ -59,6 +58,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfcv import _checks
+from tfcv._checks import is_int
 from tfcv.folds import FoldPlan, _check_class_counts, data_fingerprint
 
 __all__ = [
@@ -154,27 +155,16 @@ class Pipeline:
             if (
                 not isinstance(size, (tuple, list))
                 or len(size) != 2
-                or not all(_is_int(s) and s > 0 for s in size)
+                or not all(is_int(s) and s > 0 for s in size)
             ):
                 raise ValueError(
                     f"Invalid value for argument `image_size`. Received: image_size={size!r}. "
                     "Expected a (height, width) pair of positive ints, or None."
                 )
             object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
-        if self.rescale is not None and not _is_number(self.rescale):
-            raise TypeError(
-                f"Invalid value for argument `rescale`. Received: rescale={self.rescale!r}. "
-                "Expected a float (for example 1/255) or None."
-            )
-        if not _is_number(self.offset):
-            raise TypeError(
-                f"Invalid value for argument `offset`. Received: offset={self.offset!r}. Expected a float."
-            )
-        if self.channels not in (None, 1, 3, 4):
-            raise ValueError(
-                f"Invalid value for argument `channels`. Received: channels={self.channels!r}. "
-                "Expected 1, 3, 4 or None."
-            )
+        _checks.check_real("rescale", self.rescale, optional=True, expected="a float (for example 1/255) or None")
+        _checks.check_real("offset", self.offset, expected="a float")
+        _checks.check_choice("channels", self.channels, (None, 1, 3, 4), expected="1, 3, 4 or None")
         if self.dtype is not None:
             try:
                 object.__setattr__(self, "dtype", tf.as_dtype(self.dtype).name)
@@ -191,16 +181,8 @@ class Pipeline:
                     f"Invalid value for argument `cache`. Received: cache={self.cache!r}. "
                     "Expected None, 'memory' or the path of a directory for cache files."
                 )
-        if not _is_int(self.shuffle_buffer) or self.shuffle_buffer < 1:
-            raise ValueError(
-                f"Invalid value for argument `shuffle_buffer`. Received: "
-                f"shuffle_buffer={self.shuffle_buffer!r}. Expected an int >= 1."
-            )
-        if not isinstance(self.drop_remainder, bool):
-            raise TypeError(
-                f"Invalid value for argument `drop_remainder`. Received: "
-                f"drop_remainder={self.drop_remainder!r}. Expected a bool."
-            )
+        object.__setattr__(self, "shuffle_buffer", _checks.positive_int("shuffle_buffer", self.shuffle_buffer))
+        object.__setattr__(self, "drop_remainder", _checks.check_bool("drop_remainder", self.drop_remainder))
 
     def __call__(
         self,
@@ -232,11 +214,10 @@ class Pipeline:
                 f"Invalid value for argument `dataset`. Received: dataset={dataset!r} of type "
                 f"{type(dataset).__name__}. Expected a tf.data.Dataset."
             )
-        batch_size = _positive_int("batch_size", batch_size)
-        if training and (seed is None or isinstance(seed, bool) or not _is_int(seed)):
-            raise ValueError(
-                f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int "
-                "(the fold's seed) when training=True, so that shuffling is reproducible."
+        batch_size = _checks.positive_int("batch_size", batch_size)
+        if training and not is_int(seed):
+            raise _checks.invalid_argument(
+                "seed", seed, "an int (the fold's seed) when training=True, so that shuffling is reproducible"
             )
         transform = self._transform_fn(_features_spec(dataset.element_spec).dtype)
         if transform is not None:
@@ -396,22 +377,15 @@ def tfds_folds(
             f"Invalid value for argument `name`. Received: name={name!r}. "
             "Expected the name of a TFDS dataset, such as 'mnist'."
         )
-    if isinstance(k, bool) or not _is_int(k) or k < 2:
-        raise ValueError(
-            f"Invalid value for argument `k`. Received: k={k!r}. "
-            "k-fold cross-validation needs an int k >= 2."
-        )
-    k = int(k)
+    k = _checks.positive_int("k", k, minimum=2)
     if not isinstance(split, str) or not _SPLIT_NAME.match(split) or split == "all":
         raise ValueError(
             f"Invalid value for argument `split`. Received: split={split!r}. Expected the name of one "
             "split, such as 'train' (tfds_folds slices it itself; to cross-validate part of a "
             "split or several splits, use fold_datasets' callable form instead)."
         )
-    if not isinstance(stratify, bool):
-        raise TypeError(f"Invalid value for argument `stratify`. Received: stratify={stratify!r}. Expected a bool.")
-    if isinstance(seed, bool) or not _is_int(seed):
-        raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int.")
+    stratify = _checks.check_bool("stratify", stratify)
+    _checks.check_int("seed", seed)
     source = {"kind": "tfds", "name": name, "split": split, "load_kwargs": _check_load_kwargs(load_kwargs)}
 
     info = _builder(source).info
@@ -525,11 +499,9 @@ def fold_datasets(
     """
     source = _tfds_source(plan)
     fold = _fold_index(plan, fold)
-    batch_size = _positive_int("batch_size", batch_size)
-    if isinstance(seed, bool) or not _is_int(seed):
-        raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int.")
-    if not isinstance(shuffle, bool):
-        raise TypeError(f"Invalid value for argument `shuffle`. Received: shuffle={shuffle!r}. Expected a bool.")
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    _checks.check_int("seed", seed)
+    shuffle = _checks.check_bool("shuffle", shuffle)
     pipeline = Pipeline() if pipeline is None else Pipeline.from_dict(pipeline)
     train_part, val_part = plan.folds[fold]
     if isinstance(val_part, str):
@@ -623,11 +595,8 @@ def _tfds_source(plan) -> dict:
 
 
 def _fold_index(plan, fold) -> int:
-    if isinstance(fold, bool) or not _is_int(fold) or not 0 <= fold < len(plan):
-        raise ValueError(
-            f"Invalid value for argument `fold`. Received: fold={fold!r}. "
-            f"Expected an int in [0, {len(plan) - 1}] for this {len(plan)}-fold plan."
-        )
+    if not is_int(fold) or not 0 <= fold < len(plan):
+        raise _checks.invalid_argument("fold", fold, f"an int in [0, {len(plan) - 1}] for this {len(plan)}-fold plan")
     return int(fold)
 
 
@@ -852,15 +821,3 @@ def prepare_digits(data_dir: str | os.PathLike) -> str:
 # ------------------------------------------------------------------ checks
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _positive_int(name, value) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"Invalid value for argument `{name}`. Received: {name}={value!r}. Expected an int >= 1.")
-    return int(value)

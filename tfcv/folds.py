@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfcv import _atomic
+from tfcv._checks import is_int
 
 __all__ = ["FoldPlan", "data_fingerprint", "check_folds"]
 
@@ -252,7 +252,7 @@ def check_folds(folds: Any, x: Any, y: Any = None, groups: Any = None, *, seed: 
             _check_lengths(np.asarray(x), None if y is None else np.asarray(y), groups)
             folds.check_data(x, y)
         return folds
-    if isinstance(folds, numbers.Integral) and not isinstance(folds, bool):
+    if is_int(folds):
         if folds < 2:
             raise ValueError(
                 f"Invalid value for argument `folds`. Received: folds={folds}. "
@@ -272,6 +272,41 @@ def check_folds(folds: Any, x: Any, y: Any = None, groups: Any = None, *, seed: 
         f"Invalid value for argument `folds`. Received: folds={folds!r} of type {type(folds).__name__}. "
         "Expected an int >= 2, a scikit-learn splitter or a FoldPlan."
     )
+
+
+def holdout_split(x: Any, y: Any, *, test_size: float, seed: int | None = 0) -> tuple:
+    """Holds out a test set before any fold is made.
+
+    For class labels the split is stratified, so the test set keeps the
+    classes' proportions (as `tfcv run --test-size` does).
+
+    Args:
+        x: Array of samples.
+        y: Array of targets, one per sample.
+        test_size: `float`. Fraction of the samples held out, between 0 and
+            1.
+        seed: `int`. Seed of the shuffle. Defaults to `0`.
+
+    Returns:
+        `(x_train, x_test, y_train, y_test)`, as scikit-learn's
+        `train_test_split`.
+
+    Example:
+
+    >>> x_train, x_test, y_train, y_test = holdout_split(x, y, test_size=0.2)
+    >>> result = tfcv.CrossValidator(build_fn).fit(x_train, y_train)
+    >>> result.evaluate(x_test, y_test)
+    """
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.number)) or not 0 < test_size < 1:
+        raise ValueError(
+            f"Invalid value for argument `test_size`. Received: test_size={test_size!r}. "
+            "Expected a fraction between 0 and 1."
+        )
+    _check_lengths(np.asarray(x), np.asarray(y), None)
+    stratify = class_labels(y) if is_classification_target(y) else None
+    return tuple(train_test_split(x, y, test_size=test_size, stratify=stratify, random_state=seed))
 
 
 def is_classification_target(y: Any) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import keras
 
-__all__ = ["reference_cnn"]
+from tfcv import _checks
+
+__all__ = ["ReferenceCNN", "reference_cnn"]
 
 
 def reference_cnn(
@@ -44,20 +45,12 @@ def reference_cnn(
     """
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3:
-        raise ValueError(
-            f"Invalid value for argument `input_shape`. Received: input_shape={input_shape}. "
-            "Expected (height, width, channels)."
-        )
-    if int(num_classes) < 2:
-        raise ValueError(
-            f"Invalid value for argument `num_classes`. Received: num_classes={num_classes}. "
-            "Expected an int >= 2."
-        )
+        raise _checks.invalid_argument("input_shape", input_shape, "(height, width, channels)")
+    num_classes = _checks.positive_int("num_classes", num_classes, minimum=2)
     widths = tuple(filters) if isinstance(filters, Sequence) and not isinstance(filters, str) else ()
-    if not widths or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in widths):
-        raise ValueError(
-            f"Invalid value for argument `filters`. Received: filters={filters!r}. "
-            "Expected a non-empty sequence of positive ints, one per convolution block."
+    if not widths or not all(_checks.is_int(w) and w > 0 for w in widths):
+        raise _checks.invalid_argument(
+            "filters", filters, "a non-empty sequence of positive ints, one per convolution block"
         )
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -80,3 +73,29 @@ def reference_cnn(
         metrics=["accuracy"],
     )
     return model
+
+
+class ReferenceCNN:
+    """A picklable `build_fn` that returns a fresh `reference_cnn`.
+
+    `CrossValidator` calls its `build_fn` once per fold, in joblib or Ray
+    workers too, so the factory must pickle; a lambda or a closure does not.
+
+    Args:
+        input_shape: Shape of one image, `(height, width, channels)`.
+        num_classes: `int`. Number of classes.
+
+    Example:
+
+    >>> cv = tfcv.CrossValidator(tfcv.models.ReferenceCNN((8, 8, 1), 10), folds=5)
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int):
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_classes = int(num_classes)
+
+    def __call__(self) -> keras.Model:
+        return reference_cnn(self.input_shape, self.num_classes)
+
+    def __repr__(self) -> str:
+        return f"ReferenceCNN(input_shape={self.input_shape}, num_classes={self.num_classes})"
