@@ -8,7 +8,7 @@ import pytest
 
 import tfcv
 from tests.conftest import tiny_classifier
-from tfcv.crossval import adapt_preprocessing
+from tfcv.preprocessing import adapt_preprocessing
 
 
 def test_learns_far_above_chance(cv_result):

@@ -235,12 +235,12 @@ def test_training_is_traced_as_often_for_four_folds_as_for_two(small_digits, str
 
 
 def test_reusing_one_traced_model_trains_exactly_like_fresh_models(small_digits, monkeypatch):
-    from tfcv import crossval
+    from tfcv import _sequential
 
     x, y = small_digits
     reused = tfcv.CrossValidator(tiny_classifier, folds=3, seed=5).fit(x, y, epochs=2, batch_size=32, verbose=0)
     # The same run with every fold trained on its own freshly built model.
-    monkeypatch.setattr(crossval._TracedModelReuse, "adopt", lambda self, fresh: fresh)
+    monkeypatch.setattr(_sequential.TracedModelReuse, "adopt", lambda self, fresh: fresh)
     fresh = tfcv.CrossValidator(tiny_classifier, folds=3, seed=5).fit(x, y, epochs=2, batch_size=32, verbose=0)
     assert reused.scores == fresh.scores
     for a, b in zip(reused.models, fresh.models):

@@ -77,7 +77,7 @@ def symbolic_build(model: keras.Model, batch_spec: Any) -> bool:
         return False
     try:
         build(data_batch=batch_spec)
-    except (TypeError, ValueError, NotImplementedError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever fails, Keras' own build-at-trace still works
         warnings.warn(
             f"Keras could not build the metrics of model {model.name!r} ahead of training ({error}); "
             "they are built at the first train step instead, which traces that step twice.",

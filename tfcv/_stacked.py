@@ -16,10 +16,26 @@ EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Sequence
 
 import keras
 import numpy as np
+
+from tfcv import _compat
+from tfcv._fold import (
+    batch_mixer,
+    begin_fold,
+    build_metrics,
+    finish_fold,
+    prepare_fold,
+    publish_fold,
+    state_variables,
+)
+from tfcv._fold_sources import _ArraySource
+from tfcv._run_dir import _backed_up_epoch, _EpochLog, _merge_history
+from tfcv.callbacks import any_needs_batch_hooks, fold_copy
 
 _PREFIX = "fold{}:"
 
@@ -29,7 +45,7 @@ def stacking_problem(model: keras.Model) -> str | None:
     graph, or `None` when it can."""
     if type(model).fit is not keras.Model.fit:
         return f"{type(model).__name__} overrides fit(), which a stacked graph never calls"
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.flatten_layers(model, include_self=False):
         if getattr(layer, "stateful", False):
             return (
                 f"layer {layer.name!r} ({type(layer).__name__}) is stateful: its state carries from one "
@@ -74,7 +90,7 @@ class _StackedFolds(keras.Model):
     def _make_function_without_rewrites(self, attribute, make, force):
         if getattr(self, attribute) is None or force:
             make(force=True)
-            setattr(self, attribute, _without_graph_rewrites(getattr(self, attribute)))
+            setattr(self, attribute, _compat.without_graph_rewrites(getattr(self, attribute)))
         return getattr(self, attribute)
 
     def train_step(self, data):
@@ -98,7 +114,7 @@ class _StackedFolds(keras.Model):
         function, order = shared
         captures = _captures(self.fold_models[i])
         flat = tf.nest.flatten((x, y), expand_composites=True)
-        return function._call_flat(flat, captured_inputs=[captures[p] for p in order])
+        return _compat.call_with_captures(function, flat, [captures[p] for p in order])
 
     def _each_fold(self, data, step):
         import tensorflow as tf
@@ -144,35 +160,10 @@ class _StackedFolds(keras.Model):
             concrete = function.get_concrete_function(tf.nest.map_structure(spec, x), tf.nest.map_structure(spec, y))
             positions = {id(c): p for p, c in enumerate(_captures(first))}
             order = [positions.get(id(c)) for c in concrete.captured_inputs]
-            if None not in order:
+            if None not in order and _compat.can_call_with_captures(concrete):
                 shared = (concrete, order)
         cache[step] = shared
         return shared
-
-
-def _without_graph_rewrites(function):
-    """`function`, called with Grappler's graph optimizer switched off."""
-    import functools
-
-    import tensorflow as tf
-
-    @functools.wraps(function)
-    def call(*args, **kwargs):
-        before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-        try:
-            return function(*args, **kwargs)
-        finally:
-            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
-
-    return call
-
-
-def state_variables(model: keras.Model, *, metrics: bool = False) -> list:
-    """Everything a training step reads and writes: weights, random-seed
-    state, optimizer variables and (optionally) metric variables."""
-    optimizer = [] if model.optimizer is None else list(model.optimizer.variables)
-    return list(model.variables) + optimizer + (list(model.metrics_variables) if metrics else [])
 
 
 def _captures(model) -> list:
@@ -183,7 +174,7 @@ def _captures(model) -> list:
 
     tensors = [
         value
-        for layer in model._flatten_layers(include_self=False)
+        for layer in _compat.flatten_layers(model, include_self=False)
         for _, value in sorted(vars(layer).items(), key=lambda item: item[0])
         if isinstance(value, tf.Tensor) and hasattr(value, "numpy")
     ]
@@ -418,3 +409,92 @@ def _batch_count(dataset, i) -> int:
     if count == 0:
         raise ValueError(f"The training dataset of fold {i} is empty.")
     return count
+
+
+# ------------------------------------------------------------- the driver
+
+
+def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, store, prebuilt) -> dict:
+    """Trains the folds in `todo` side by side in one graph; returns their
+    outcomes, each published (run directory, `on_fold_end`)."""
+    arrays = isinstance(source, _ArraySource)
+    models, fold_data, mixers = [], [], []
+    for k in todo:
+        # In-memory arrays are fed by array_datasets below, not per-fold pipelines.
+        model, data = prepare_fold(settings, k, seeds[k], source, model=prebuilt.pop(k, None), pipelines=not arrays)
+        models.append(model)
+        fold_data.append(data)
+        mixers.append(batch_mixer(settings.build_fn, seeds[k]))
+    _check_independent(models, todo)
+
+    backup_dir = None if store is None else store.backup_dir("stacked-" + "-".join(map(str, todo)))
+    initial_epoch, previous = 0, [[] for _ in todo]
+    epoch_log = None
+    if backup_dir is not None:
+        epoch_log = _EpochLog(os.path.join(backup_dir, "epochs.json"))
+        initial_epoch = _backed_up_epoch(backup_dir)
+        logged = epoch_log.read(initial_epoch)
+        epoch_log.logs = list(logged)
+        previous = [[epoch[str(k)] for epoch in logged if str(k) in epoch] for k in todo]
+    # A fold whose log ends before the backed-up epoch had stopped early.
+    stopped = [i for i, logs in enumerate(previous) if initial_epoch and len(logs) < initial_epoch]
+
+    val_batch_size = settings.adapt_batch_size
+    if arrays:
+        train, steps, val = array_datasets(
+            source, todo, seeds, val_batch_size=val_batch_size, mixers=mixers, initial_epoch=initial_epoch
+        )
+    else:
+        train, steps, val = stream_datasets(
+            fold_data, mixers=mixers, val_batch_size=val_batch_size, initial_epoch=initial_epoch
+        )
+
+    # Create every copy's metric variables now, so the copies share one
+    # traced step (see _StackedFolds._shared_step).
+    xs, ys = val.element_spec
+    for i, model in enumerate(models):
+        build_metrics(model, (xs[i], ys[i]))
+    stacked = _StackedFolds(models)
+    own = [[fold_copy(cb, snapshot) for cb, snapshot in zip(plain_cbs, snapshots)] for _ in todo]
+    everything = fold_cbs + [cb for cbs in own for cb in cbs]
+    stacked.compile(optimizer=None, steps_per_execution=1 if any_needs_batch_hooks(everything) else steps)
+    dispatcher = _FoldDispatcher(stacked, todo, fold_cbs, own, stopped=stopped, epoch_log=epoch_log)
+    keras_callbacks = [dispatcher]
+    if backup_dir is not None:
+        keras_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
+
+    for i, (k, data) in enumerate(zip(todo, fold_data)):
+        begin_fold(fold_cbs, k, models[i], seeds[k], data, initial_epoch, previous[i])
+    start = time.monotonic()
+    stacked.fit(train, validation_data=val, epochs=settings.epochs, steps_per_epoch=steps, callbacks=keras_callbacks,
+                shuffle=False, verbose=0, initial_epoch=initial_epoch)
+    seconds = time.monotonic() - start
+
+    # Score every fold, including those that stopped early.
+    stacked.active.assign([True] * len(todo))
+    compiled = stacked.evaluate(val, verbose=0, return_dict=True)
+    predictions = stacked.predict(val, verbose=0)
+    outcomes = {}
+    for i, (k, data) in enumerate(zip(todo, fold_data)):
+        outcome = finish_fold(
+            k, seeds[k], models[i], data, settings.task, fold_logs(compiled, i), np.asarray(predictions[i]),
+            history=_merge_history(previous[i], dispatcher.histories[i]),
+            info={"seconds": seconds, "initial_epoch": initial_epoch, "strategy": "stacked", "stacked_folds": list(todo)},
+        )
+        publish_fold(k, outcome, store, fold_cbs)
+        outcomes[k] = outcome
+    if store is not None:
+        store.remove_backup("stacked-" + "-".join(map(str, todo)))
+    return outcomes
+
+
+def _check_independent(models, folds) -> None:
+    seen: dict[int, int] = {}
+    for k, model in zip(folds, models):
+        for variable in model.variables:
+            owner = seen.setdefault(id(variable), k)
+            if owner != k:
+                raise ValueError(
+                    f"`build_fn` returned models that share variable {variable.path!r} (folds {owner} and {k}). "
+                    "Every fold needs a model of its own: build new layers inside build_fn on every call."
+                )

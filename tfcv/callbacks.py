@@ -8,15 +8,19 @@ their state is reset before every fold so nothing leaks between folds.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import re
 import sys
 import time
+import warnings
 from typing import IO, Any
 
 import keras
 import numpy as np
+
+from tfcv import _compat
 
 __all__ = ["FoldCallback", "FoldProgress", "FoldModelCheckpoint", "FoldTensorBoard", "FoldCSVLogger"]
 
@@ -202,7 +206,7 @@ _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", 
 _EPOCH_LEVEL = {
     keras.callbacks.ModelCheckpoint: lambda cb: cb.save_freq == "epoch",
     keras.callbacks.BackupAndRestore: lambda cb: cb.save_freq == "epoch",
-    keras.callbacks.TensorBoard: lambda cb: cb.update_freq == "epoch" and getattr(cb, "_start_batch", 0) == 0,
+    keras.callbacks.TensorBoard: lambda cb: cb.update_freq == "epoch" and not _compat.tensorboard_profiles_batches(cb),
 }
 
 
@@ -419,3 +423,64 @@ def _rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
 
 def _csv_value(value):
     return float(value) if isinstance(value, (int, float, np.floating, np.integer)) or hasattr(value, "__float__") else value
+
+
+# ------------------------------------------- callbacks across the folds
+# How the cross-validator hands callbacks to the folds: fold-aware ones get
+# the fold hooks; plain Keras ones start every fold from their pre-run state.
+
+
+def split_callbacks(callbacks, verbose):
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, keras.callbacks.Callback):
+            raise TypeError(
+                f"Invalid value in argument `callbacks`. Received: {cb!r} of type {type(cb).__name__}. "
+                "Expected keras.callbacks.Callback instances."
+            )
+    fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
+    plain_cbs = [cb for cb in callbacks if not isinstance(cb, FoldCallback)]
+    if verbose in ("auto", 1, 2) and not any(isinstance(cb, FoldProgress) for cb in fold_cbs):
+        fold_cbs.insert(0, FoldProgress(dynamic=False if verbose == 2 else None))
+    return fold_cbs, plain_cbs
+
+
+_UNSNAPSHOTTED = ("_model", "model")
+
+
+def snapshot_state(cb):
+    state = {k: v for k, v in vars(cb).items() if k not in _UNSNAPSHOTTED}
+    try:
+        return copy.deepcopy(state)
+    except Exception as error:  # noqa: BLE001 - any un-copyable state
+        warnings.warn(
+            f"Cannot snapshot the state of callback {type(cb).__name__} ({error}); its state will "
+            "carry over from one fold to the next. Use a FoldCallback to control per-fold state.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def restore_state(cb, snapshot):
+    if snapshot is not None:
+        vars(cb).update(copy.deepcopy(snapshot))
+
+
+def call_hook(callbacks, hook, *args):
+    for cb in callbacks:
+        getattr(cb, hook)(*args)
+
+
+def fold_copy(cb, snapshot):
+    """A copy of plain callback `cb` in its pre-run state, for one fold of a
+    stacked run."""
+    if snapshot is None:
+        return cb
+    twin = copy.copy(cb)
+    vars(twin).update(copy.deepcopy(snapshot))
+    return twin
+
+
+def any_needs_batch_hooks(callbacks) -> bool:
+    return any(_needs_batch_hooks(cb) for cb in callbacks)

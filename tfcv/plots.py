@@ -217,7 +217,7 @@ def confusion_matrix(result: Any, *, normalize: str | None = None, class_names: 
     """
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    from tfcv.crossval import predicted_classes
+    from tfcv.metrics import predicted_classes
 
     if result.task != "classification":
         raise ValueError("confusion_matrix needs a classification result; use predicted_vs_true for regression.")

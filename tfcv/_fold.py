@@ -1,0 +1,247 @@
+"""One fold, start to finish: the function every strategy runs per split.
+
+As scikit-learn's `cross_validate` hands every split to `_fit_and_score`,
+whichever joblib backend runs it, tfcv's strategies hand every fold to
+`fit_and_score` (sequential folds and joblib workers) or to its parts
+(`prepare_fold`, `finish_fold`) when the stacked strategy trains several
+folds in one graph. A fold builds a fresh model under its own seed, adapts
+its data-fitted layers on its training split, trains, then scores and
+predicts its validation split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcv import _compat
+from tfcv._run_dir import _EpochLog, _backed_up_epoch, _merge_history
+from tfcv.callbacks import FoldCallback, any_needs_batch_hooks, call_hook
+from tfcv.metrics import score_predictions
+from tfcv.preprocessing import adapt_preprocessing
+from tfcv.result import _FoldOutcome
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldSettings:
+    """What every fold of one run shares. Picklable (for joblib workers)
+    unless `distribute` is set, which runs in this process only."""
+
+    build_fn: Callable[[], keras.Model]
+    task: str
+    epochs: int
+    batch_size: int
+    deterministic: bool = True
+    distribute: Any = None
+
+    @property
+    def adapt_batch_size(self) -> int:
+        return max(self.batch_size, 256)
+
+
+def fold_seeds(seed: int, n_folds: int) -> list[int]:
+    """Independent per-fold seeds derived from one seed (stable across runs)."""
+    return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(n_folds)]
+
+
+def build_fold_model(build_fn: Callable[[], keras.Model], seed: int, distribute: Any = None) -> keras.Model:
+    """Calls `build_fn` under `seed` (and `distribute`'s scope) and checks
+    that it returned a compiled `keras.Model`."""
+    keras.utils.set_random_seed(seed)
+    if distribute is not None:
+        with distribute.scope():
+            model = build_fn()
+    else:
+        model = build_fn()
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`build_fn` must return a keras.Model. Received: {model!r} of type {type(model).__name__}."
+        )
+    if not getattr(model, "compiled", False) or model.optimizer is None:
+        raise ValueError(
+            f"`build_fn` returned an uncompiled model ({model.name!r}). Expected a compiled "
+            "keras.Model: call `model.compile(optimizer=..., loss=..., metrics=[...])` inside build_fn."
+        )
+    return model
+
+
+def prepare_fold(settings: FoldSettings, k: int, seed: int, source, *, model=None, pipelines: bool = True):
+    """Fold `k`'s model (built unless given) with its data-fitted layers
+    adapted on the fold's training split and its optimizer built, and the
+    fold's data. With `pipelines=False` an in-memory source skips the
+    per-fold `tf.data` pipelines (the stacked strategy builds its own)."""
+    if model is None:
+        model = build_fold_model(settings.build_fn, seed, settings.distribute)
+    data = source.fold(k, seed) if pipelines else source.fold(k, seed, pipelines=False)
+    adapt_preprocessing(model, data.adapt_input, batch_size=settings.adapt_batch_size)
+    if settings.distribute is not None:
+        with settings.distribute.scope():
+            build_optimizer(model)
+    else:
+        build_optimizer(model)
+    return model, data
+
+
+def batch_mixer(build_fn, seed: int):
+    """MixUp/CutMix of a `ModelBuilder` whose spec asks for it: applied to
+    training batches only, labels mixed with the images' weights."""
+    spec = getattr(build_fn, "spec", None)
+    if spec is not None and hasattr(spec, "batch_mixer"):
+        return spec.batch_mixer(seed)
+    return getattr(build_fn, "batch_mixer", None)
+
+
+def fit_and_score(
+    settings: FoldSettings, k: int, seed: int, source, *, callbacks, backup_dir=None, model=None, reuse=None
+) -> _FoldOutcome:
+    """Trains and scores fold `k`; resumes from `backup_dir` when it holds a
+    backup of this fold.
+
+    Args:
+        settings: The run's `FoldSettings`.
+        k: `int`. The fold index.
+        seed: `int`. The fold's seed.
+        source: The run's fold source (`tfcv._fold_sources`).
+        callbacks: Keras callbacks for this fold (fold-aware ones get
+            `on_fold_begin`; the caller sends `on_fold_end`).
+        backup_dir: `str` or `None`. Where the fold is backed up each epoch.
+        model: A model already built for this fold under `seed`, or `None`.
+        reuse: A `tfcv._sequential.TracedModelReuse`, or `None`.
+
+    Returns:
+        The fold's `_FoldOutcome`.
+    """
+    model, data = prepare_fold(settings, k, seed, source, model=model)
+    if reuse is not None:
+        model = reuse.adopt(model)
+    mixer = batch_mixer(settings.build_fn, seed)
+    if mixer is not None:
+        data = data.mixed(mixer)
+    if settings.distribute is None:
+        build_metrics(model, data.train.element_spec)
+        # Under MirroredStrategy, Keras' multi-step loop fails to run
+        # (TF 2.21: "You must feed a value for placeholder tensor").
+        run_epochs_per_call(model, steps_per_epoch(data), callbacks)
+
+    keras_callbacks = list(callbacks)
+    initial_epoch = 0
+    previous_logs: list[dict] = []
+    if backup_dir is not None:
+        epoch_log = _EpochLog(os.path.join(backup_dir, "epochs.json"))
+        initial_epoch = _backed_up_epoch(backup_dir)
+        previous_logs = epoch_log.read(initial_epoch)
+        epoch_log.logs = list(previous_logs)
+        # The epoch log goes before BackupAndRestore: a crash between the
+        # two leaves one logged epoch too many, which the resume trims.
+        keras_callbacks = [epoch_log, keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)] + keras_callbacks
+
+    fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
+    begin_fold(fold_cbs, k, model, seed, data, initial_epoch, previous_logs)
+    start = time.monotonic()
+    train = data.train
+    if data.steps is not None and initial_epoch:
+        # The resumed epochs continue the stream where the backup left it.
+        train = train.skip(initial_epoch * data.steps)
+    history = model.fit(
+        train,
+        validation_data=data.validation,
+        epochs=settings.epochs,
+        steps_per_epoch=data.steps,
+        callbacks=keras_callbacks,
+        verbose=0,
+        shuffle=False,  # the pipeline shuffles
+    )
+    seconds = time.monotonic() - start
+    compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
+    predictions = np.asarray(model.predict(data.validation, verbose=0))
+    outcome = finish_fold(
+        k, seed, model, data, settings.task, compiled, predictions,
+        history=_merge_history(previous_logs, history.history),
+        info={"seconds": seconds, "initial_epoch": initial_epoch},
+    )
+    if reuse is not None:
+        reuse.trained(outcome)
+    return outcome
+
+
+def begin_fold(fold_cbs, k, model, seed, data, initial_epoch, previous_logs) -> None:
+    """Tells the fold-aware callbacks that fold `k` starts (after a resume,
+    with the epochs already done in their histories)."""
+    for cb in fold_cbs:
+        cb.fold = k
+        cb.set_model(model)
+        if previous_logs:
+            cb.histories[k] = _merge_history(previous_logs, {})
+    call_hook(fold_cbs, "on_fold_begin", k, {
+        "seed": seed, "n_train": data.n_train, "n_val": data.n_val, "initial_epoch": initial_epoch,
+    })
+
+
+def finish_fold(k, seed, model, data, task, compiled, predictions, *, history, info) -> _FoldOutcome:
+    """The outcome of fold `k` from its compiled metrics and its predictions
+    on the validation split (scored with scikit-learn as well)."""
+    scores = {name: float(value) for name, value in compiled.items()}
+    scores.update(score_predictions(data.val_labels, predictions, task))
+    epochs = len(next(iter(history.values()), []))
+    return _FoldOutcome(
+        model, scores, predictions, history=history, val_targets=np.asarray(data.val_labels),
+        info={"fold": k, "seed": seed, "seconds": info.pop("seconds"), "epochs": epochs, **info},
+    )
+
+
+def publish_fold(k, outcome, store, fold_cbs) -> None:
+    """Writes a finished fold to the run directory (if any) and sends
+    `on_fold_end`."""
+    if store is not None:
+        store.save_fold(k, outcome)
+    for cb in fold_cbs:
+        cb.fold = k
+        cb.histories[k] = outcome.history
+    call_hook(fold_cbs, "on_fold_end", k, {**outcome.scores, "loaded": False})
+
+
+# ------------------------------------------------- one graph call per epoch
+
+
+def build_optimizer(model: keras.Model) -> None:
+    """Creates the optimizer's variables now, so that a backup restores them
+    and a reused model's state can be swapped in."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def steps_per_epoch(data) -> int | None:
+    if data.steps is not None:
+        return data.steps
+    count = int(data.train.cardinality())
+    return count if count > 0 else None
+
+
+def build_metrics(model: keras.Model, batch_spec) -> None:
+    """Creates the compiled metrics' variables before the first traced train
+    step (see `tfcv._compat.symbolic_build`), so that step is traced once."""
+    _compat.symbolic_build(model, batch_spec)
+
+
+def run_epochs_per_call(model: keras.Model, steps: int | None, callbacks) -> None:
+    """Runs a whole epoch per traced call (`steps_per_execution`) unless a
+    callback needs to see every batch or the model was compiled with its own
+    setting. Training is the same step for step; only the batch hooks fire
+    once per epoch."""
+    if steps is None or model.train_function is not None or getattr(model, "steps_per_execution", 1) != 1:
+        return
+    if not any_needs_batch_hooks(callbacks):
+        model.steps_per_execution = steps
+
+
+def state_variables(model: keras.Model, *, metrics: bool = False) -> list:
+    """Everything a training step reads and writes: weights, random-seed
+    state, optimizer variables and (optionally) metric variables."""
+    optimizer = [] if model.optimizer is None else list(model.optimizer.variables)
+    return list(model.variables) + optimizer + (list(model.metrics_variables) if metrics else [])

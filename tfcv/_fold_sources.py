@@ -1,0 +1,211 @@
+"""What each fold trains and validates on: in-memory arrays, a TFDS plan or a callable.
+
+A fold source turns the user's data and the `FoldPlan` into one `_FoldData`
+per fold (batched `tf.data` pipelines, the input that preprocessing layers
+adapt on, the validation labels). Every strategy reads folds through it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfcv.folds import FoldPlan, check_folds, data_fingerprint, is_classification_target
+
+
+def fold_source(folds, x, y, groups, *, seed, batch_size, pipeline):
+    """The source for `CrossValidator.fit`'s data arguments."""
+    if callable(x) and not hasattr(x, "shape") and not isinstance(x, (list, tuple)):
+        if y is not None:
+            raise ValueError("`y` must be None when `x` is a callable returning (train_ds, val_ds): the datasets hold the targets.")
+        return _DatasetSource(folds, x, batch_size=batch_size, pipeline=pipeline)
+    if x is None and isinstance(folds, FoldPlan) and (folds.source or {}).get("kind") == "tfds":
+        if y is not None:
+            raise ValueError("`y` must be None when the FoldPlan streams a TFDS dataset: the dataset holds the labels.")
+        return _DatasetSource(folds, None, batch_size=batch_size, pipeline=pipeline)
+    if pipeline is not None:
+        raise ValueError("`pipeline` applies to TFDS plans only; transform in-memory arrays before calling fit.")
+    return _ArraySource(folds, x, y, groups, seed=seed, batch_size=batch_size)
+
+
+class _FoldData:
+    """What one fold trains and validates on, ready for `model.fit`.
+
+    `train` is a batched `tf.data.Dataset` of `(x, y)`: for in-memory arrays
+    it repeats forever, reshuffled every pass, and `steps` is the number of
+    batches in one epoch; for streamed folds `steps` is `None` and an epoch is
+    one pass. `validation` is a batched dataset of `(x, y)`.
+    """
+
+    def __init__(self, *, train, steps, validation, adapt_input, n_train, n_val, val_labels):
+        self.train = train
+        self.steps = steps
+        self.validation = validation
+        self.adapt_input = adapt_input
+        self.n_train = n_train
+        self.n_val = n_val
+        self.val_labels = val_labels
+
+    def mixed(self, mixer) -> _FoldData:
+        """The same fold with `mixer` (a `tfcv.layers.BatchMixer`) applied to
+        every training batch."""
+        import tensorflow as tf
+
+        train = self.train.map(lambda x, y, *rest: mixer(x, y), num_parallel_calls=tf.data.AUTOTUNE)
+        return _FoldData(
+            train=train.prefetch(tf.data.AUTOTUNE), steps=self.steps, validation=self.validation,
+            adapt_input=self.adapt_input, n_train=self.n_train, n_val=self.n_val, val_labels=self.val_labels,
+        )
+
+
+class _ArraySource:
+    """In-memory arrays and an index FoldPlan, fed through `tf.data`: every
+    fold gathers its batches from one copy of the arrays."""
+
+    def __init__(self, folds, x, y, groups, *, seed, batch_size):
+        if x is None:
+            raise ValueError("Invalid value for argument `x`. Received: x=None. Expected an array of samples.")
+        if y is None:
+            raise ValueError("Invalid value for argument `y`. Received: y=None. Expected an array of targets.")
+        self.x = np.asarray(x)
+        self.y = np.asarray(y)
+        _check_finite(self.x)
+        self.plan = check_folds(folds, self.x, self.y, groups, seed=seed)
+        if not self.plan.uses_indices:
+            raise ValueError(
+                f"The FoldPlan holds split strings ({self.plan.folds[0][1]!r}), which index a TFDS dataset, "
+                "not the arrays given as `x` and `y`. Pass x=None to stream the plan's dataset."
+            )
+        self.batch_size = batch_size
+        self.n_samples = len(self.x)
+        self._tensors = None
+
+    def __getstate__(self):
+        # Workers (n_jobs) rebuild the tensors from the arrays.
+        return {**self.__dict__, "_tensors": None}
+
+    def task(self) -> str:
+        return "classification" if is_classification_target(self.y) else "regression"
+
+    def fingerprint(self) -> dict:
+        return data_fingerprint(self.x, self.y)
+
+    def gather(self, indices):
+        """The `(x, y)` rows at `indices` (inside a tf.data pipeline)."""
+        import tensorflow as tf
+
+        if self._tensors is None:
+            with tf.init_scope():  # eager tensors, shared by every pipeline
+                self._tensors = (tf.constant(self.x), tf.constant(self.y))
+        x, y = self._tensors
+        return tf.gather(x, indices), tf.gather(y, indices)
+
+    def train_indices(self, k, seed):
+        """Fold `k`'s training indices in batches, reshuffled with `seed` on
+        every pass, repeating forever."""
+        import tensorflow as tf
+
+        train_idx = np.asarray(self.plan.folds[k][0])
+        return (
+            tf.data.Dataset.from_tensor_slices(train_idx)
+            .shuffle(len(train_idx), seed=int(seed), reshuffle_each_iteration=True)
+            .batch(self.batch_size)
+            .repeat()
+        )
+
+    def fold(self, k, seed, *, pipelines=True) -> _FoldData:
+        """Fold `k`'s data; with `pipelines=False` without its `train` and
+        `validation` datasets (the stacked strategy builds its own)."""
+        import tensorflow as tf
+
+        train_idx, val_idx = self.plan.folds[k]
+        train = validation = None
+        if pipelines:
+            train = self.train_indices(k, seed).map(self.gather, num_parallel_calls=tf.data.AUTOTUNE)
+            train = train.prefetch(tf.data.AUTOTUNE)
+            validation = tf.data.Dataset.from_tensor_slices(np.asarray(val_idx)).batch(max(self.batch_size, 256))
+            validation = validation.map(self.gather).prefetch(tf.data.AUTOTUNE)
+        return _FoldData(
+            train=train, steps=max(1, -(-len(train_idx) // self.batch_size)), validation=validation,
+            adapt_input=self.x[train_idx], n_train=len(train_idx), n_val=len(val_idx), val_labels=self.y[val_idx],
+        )
+
+
+class _DatasetSource:
+    """`tf.data` folds: a TFDS FoldPlan streamed from disk, or a callable
+    `fold -> (train_ds, val_ds)` of batched datasets of `(x, y)`."""
+
+    def __init__(self, folds, make_datasets, *, batch_size, pipeline):
+        self.batch_size = batch_size
+        self.pipeline = pipeline
+        self.make_datasets = make_datasets
+        # The out-of-fold array's size comes from the plan (see _out_of_fold).
+        self.n_samples = None
+        if make_datasets is None:
+            self.plan = folds
+        else:
+            if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
+                raise TypeError(
+                    f"Invalid value for argument `folds`. Received: folds={folds!r}. With a callable "
+                    "`fold -> (train_ds, val_ds)` as `x`, `folds` must be the number of folds (an int >= 2)."
+                )
+            name = getattr(make_datasets, "__qualname__", type(make_datasets).__name__)
+            self.plan = FoldPlan(
+                [(f"{name}({k}):train", f"{name}({k}):val") for k in range(int(folds))],
+                splitter=f"callable {name}", source={"kind": "callable", "name": name},
+            )
+
+    def fingerprint(self) -> dict:
+        return {"source": self.plan.source, "folds": [list(map(_describe, pair)) for pair in self.plan.folds]}
+
+    def task(self) -> str:
+        return "classification" if is_classification_target(self.fold(0, 0).val_labels) else "regression"
+
+    def fold(self, k, seed) -> _FoldData:
+        if self.make_datasets is None:
+            from tfcv import data as tfcv_data
+
+            train_ds, val_ds = tfcv_data.fold_datasets(
+                self.plan, k, batch_size=self.batch_size, seed=int(seed), pipeline=self.pipeline
+            )
+        else:
+            datasets = self.make_datasets(k)
+            if not (isinstance(datasets, tuple) and len(datasets) == 2):
+                raise TypeError(
+                    f"The callable passed as `x` must return a (train_ds, val_ds) pair of tf.data.Dataset. "
+                    f"Received for fold {k}: {type(datasets).__name__}."
+                )
+            train_ds, val_ds = datasets
+        import tensorflow as tf
+
+        for name, ds in (("train_ds", train_ds), ("val_ds", val_ds)):
+            if not isinstance(ds, tf.data.Dataset):
+                raise TypeError(f"Fold {k}: `{name}` must be a tf.data.Dataset of (x, y) batches. Received: {type(ds).__name__}.")
+        val_labels = np.concatenate([
+            np.asarray(batch) for batch in val_ds.map(lambda *element: element[1]).as_numpy_iterator()
+        ])
+        return _FoldData(
+            train=train_ds, steps=None, validation=val_ds,
+            adapt_input=train_ds.map(lambda *element: element[0]),
+            n_train=None, n_val=len(val_labels), val_labels=val_labels,
+        )
+
+
+def _describe(part):
+    return part if isinstance(part, str) else f"{len(part)} indices"
+
+
+def _check_finite(x) -> None:
+    if np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.integer):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
+            kinds = []
+            if np.isnan(x).any():
+                kinds.append("NaN")
+            if np.isinf(x).any():
+                kinds.append("infinite")
+            raise ValueError(
+                f"Invalid value for argument `x`: it holds {' and '.join(kinds)} values in "
+                f"{len(rows)} samples (first rows: {rows[:5].tolist()}). Expected finite numbers; "
+                "impute or drop those samples first."
+            )
