@@ -215,7 +215,7 @@ def test_plan_round_trips_through_json_and_still_streams(tfds_digits_dir, tmp_pa
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        ({"k": 1}, ValueError, "k=1"),
+        ({"k": 1}, ValueError, "k=1. Expected an int >= 2"),
         ({"k": True}, ValueError, "k=True"),
         ({"k": 2000}, ValueError, "k=2000 folds .* 1797 examples"),
         ({"split": "train[:50%]"}, ValueError, r"split='train\[:50%\]'"),
@@ -350,6 +350,8 @@ def test_pipeline_config_round_trips_and_validates():
         ({"image_size": 8}, ValueError, "image_size=8"),
         ({"channels": 2}, ValueError, "channels=2"),
         ({"shuffle_buffer": 0}, ValueError, "shuffle_buffer=0"),
+        ({"drop_remainder": 1}, TypeError, "drop_remainder=1. Expected a bool"),
+        ({"offset": None}, TypeError, "offset=None. Expected a float"),
         ({"cache": ""}, ValueError, "cache=''"),
         ({"rescale": "1/255"}, TypeError, "rescale='1/255'"),
         ({"dtype": "pixels"}, ValueError, "dtype='pixels'"),

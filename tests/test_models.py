@@ -29,7 +29,8 @@ def test_reference_cnn_has_one_block_per_filters_entry_and_pools_while_larger_th
         ({"filters": 32}, "filters=32"),
         ({"filters": (16, 2.5)}, r"filters=\(16, 2.5\)"),
         ({"input_shape": (8, 8)}, r"input_shape=\(8, 8\)"),
-        ({"num_classes": 1}, "num_classes=1"),
+        ({"num_classes": 1}, "num_classes=1. Expected an int >= 2"),
+        ({"num_classes": 2.5}, "num_classes=2.5"),
     ],
 )
 def test_reference_cnn_names_the_bad_argument(kwargs, match):

@@ -89,7 +89,7 @@ def build_model(spec: ModelSpec | Mapping[str, Any], *, compile: bool = True) ->
     reads like the spec. A `normalization` layer is left un-adapted (unless
     the spec fixes its statistics): `tfcv.CrossValidator` adapts it on each
     fold's training split; outside cross-validation call
-    `tfcv.crossval.adapt_preprocessing(model, x_train)` before `fit`.
+    `tfcv.preprocessing.adapt_preprocessing(model, x_train)` before `fit`.
 
     Args:
         spec: A `ModelSpec`, or a mapping for `ModelSpec.from_dict`.
