@@ -1,15 +1,27 @@
-"""`tfcv run` end to end, as a subprocess."""
+"""The `tfcv` command line, and the library calls it is made of.
+
+`tfcv run` and `tfcv verify` end to end as subprocesses; `tfcv --help` and
+`import tfcv` without TensorFlow; the held-out split and the reference model
+`tfcv run` calls.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 
 import tfcv
+from tfcv import cli
+from tfcv.folds import holdout_split
+from tfcv.models import ReferenceCNN
 
 
 def run_tfcv(*args, cwd=None, timeout=600):
@@ -82,3 +94,153 @@ def test_unknown_strategy_is_a_clear_error(tmp_path):
     proc = run_tfcv("run", "--strategy", "fast", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2
     assert "strategy='fast'" in proc.stderr and "'sequential', 'stacked', 'auto'" in proc.stderr
+
+
+# ------------------------------------------------------ start-up, lazily
+
+
+_HEAVY = ("tensorflow", "keras", "grpc", "tfcv.serving", "tfcv.crossval")
+
+
+def _modules_after(code):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(m for m in {_HEAVY!r} if m in sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["run", "--help"], ["verify", "--help"], []])
+def test_help_imports_neither_tensorflow_nor_the_server(argv):
+    code = (
+        "import tfcv.cli\n"
+        "try:\n"
+        f"    tfcv.cli.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass"
+    )
+    assert _modules_after(code) == []
+
+
+def test_import_tfcv_is_lazy_and_keeps_the_public_names():
+    assert _modules_after("import tfcv; tfcv.__version__; dir(tfcv)") == []
+    public = {
+        "CVResult", "CrossValidator", "FoldPlan", "ModelBuilder", "ModelSpec", "build_model", "callbacks",
+        "data", "datasets", "export", "export_saved_model", "layers", "models", "plots",
+    }
+    assert set(tfcv.__all__) >= public
+    assert set(dir(tfcv)) >= public | {"__version__"}
+    for name in tfcv.__all__:
+        assert getattr(tfcv, name) is not None
+    assert tfcv.FoldPlan.__module__ == "tfcv.folds"
+    with pytest.raises(AttributeError, match="no attribute 'CrossValidater'"):
+        tfcv.CrossValidater  # noqa: B018
+
+
+def test_python_dash_m_tfcv_is_the_tfcv_command():
+    proc = subprocess.run([sys.executable, "-m", "tfcv", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"tfcv {tfcv.__version__}"
+
+
+def test_serve_flags_are_there_once_serve_is_asked_for(capsys):
+    args = cli.build_parser().parse_args(["serve", "--model_name", "digits", "--model_base_path", "models/digits"])
+    assert args.command == "serve" and args.model_name == "digits" and args.model_base_path == "models/digits"
+    assert args.rest_api_port == 8501
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    assert "--rest_api_port" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------- tfcv verify
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from conftest import tiny_classifier
+
+    keras.utils.set_random_seed(0)
+    base = tmp_path_factory.mktemp("serving") / "digits"
+    return tfcv.export_saved_model(tiny_classifier(), base, randomized=None)
+
+
+def test_verify_prints_ok(bundle, capsys):
+    assert cli.main(["verify", bundle]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"OK: {bundle}: signatures serving_default;") and "records replayed" in out
+
+
+def test_verify_names_the_defect_and_exits_1(bundle, tmp_path, capsys):
+    broken = tmp_path / "1"
+    shutil.copytree(bundle, broken)
+    os.remove(broken / "saved_model.pb")
+    assert cli.main(["verify", str(broken)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("tfcv verify: error: ") and "no saved_model.pb" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert cli.main(["verify", "--json", str(broken)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and "no saved_model.pb" in report["error"]
+
+
+@pytest.mark.slow
+def test_verify_json_in_a_fresh_process(bundle):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfcv", "verify", "--json", bundle],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"ok": True, "signatures": ["serving_default"], "replayed": report["replayed"]}
+    assert report["replayed"] > 0
+
+
+# -------------------------------------------- what `tfcv run` calls
+
+
+def test_holdout_split_is_stratified_and_seeded(digits):
+    x, y = digits
+    x_train, x_test, y_train, y_test = holdout_split(x, y, test_size=0.2, seed=3)
+    assert len(x_test) == len(y_test) == 360 and len(x_train) == len(y_train) == 1437
+    # Every class keeps its share of the data, to within one sample.
+    assert np.all(np.abs(np.bincount(y_test) - 0.2 * np.bincount(y)) <= 1)
+    again = holdout_split(x, y, test_size=0.2, seed=3)
+    np.testing.assert_array_equal(again[1], x_test)
+    other = holdout_split(x, y, test_size=0.2, seed=4)
+    assert not np.array_equal(other[3], y_test)
+
+
+def test_holdout_split_of_a_regression_target():
+    x = np.arange(50, dtype="float32").reshape(50, 1)
+    x_train, x_test, y_train, y_test = holdout_split(x, x[:, 0] * 0.5, test_size=0.3)
+    assert len(x_test) == 15
+    np.testing.assert_array_equal(y_test, x_test[:, 0] * 0.5)
+
+
+@pytest.mark.parametrize("test_size", [0, 1, 1.5, -0.1, True, "0.2", None])
+def test_holdout_split_bad_test_size(digits, test_size):
+    x, y = digits
+    with pytest.raises(ValueError, match=f"test_size={test_size!r}"):
+        holdout_split(x, y, test_size=test_size)
+
+
+def test_holdout_split_refuses_mismatched_lengths(digits):
+    x, y = digits
+    with pytest.raises(ValueError, match=r"len\(x\)=1797, len\(y\)=10"):
+        holdout_split(x, y[:10], test_size=0.2)
+
+
+def test_reference_cnn_build_fn_pickles_and_builds_a_compiled_model():
+    build_fn = pickle.loads(pickle.dumps(ReferenceCNN([8, 8, 1], np.int64(10))))
+    assert repr(build_fn) == "ReferenceCNN(input_shape=(8, 8, 1), num_classes=10)"
+    model = build_fn()
+    assert isinstance(model, keras.Model) and model.compiled
+    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
+    assert build_fn() is not model
+
+
+def test_bad_test_size_is_a_clear_error(tmp_path):
+    proc = run_tfcv("run", "--test-size", "1.5", "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "test_size=1.5" in proc.stderr and "between 0 and 1" in proc.stderr

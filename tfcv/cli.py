@@ -1,8 +1,14 @@
-"""The `tfcv` command line: `tfcv run | export | inspect | serve`."""
+"""The `tfcv` command line: `tfcv run | export | inspect | verify | serve`.
+
+It parses and calls the library, nothing else, and imports the library only
+in the command that needs it: `tfcv --help` loads neither TensorFlow nor the
+server.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -27,7 +33,6 @@ RUN_DEFAULTS: dict[str, Any] = {
     "address": None,
     "strategy": "sequential",
 }
-BACKENDS = ("loky", "ray")
 STRATEGIES = ("sequential", "stacked", "auto")
 
 
@@ -64,7 +69,7 @@ def _add_run_parser(subparsers) -> None:
     p.add_argument("--export", help="after the run, export the fold ensemble as a TF Serving bundle under this base path")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress display, 2 one line per epoch")
     p.add_argument("--n-jobs", dest="n_jobs", type=int, help="folds trained at once through joblib (-1: every core)")
-    p.add_argument("--backend", help=f"joblib backend for --n-jobs: one of {', '.join(BACKENDS)} (default loky: local processes)")
+    p.add_argument("--backend", help="joblib backend for --n-jobs: loky (local processes, the default) or ray")
     p.add_argument("--address", help="with --backend ray: the Ray cluster to join (default: start a local one)")
     p.add_argument(
         "--strategy",
@@ -77,7 +82,7 @@ def _add_run_parser(subparsers) -> None:
 def _load_yaml(path: str) -> dict:
     import yaml
 
-    from tfcv.builder import read_yaml
+    from tfcv.spec import read_yaml
 
     if not os.path.isfile(path):
         raise CLIError(f"config file {path!r} does not exist")
@@ -112,16 +117,8 @@ def resolve_run_config(args: argparse.Namespace) -> dict:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int):
             raise CLIError(f"`{key}` must be an int, got {key}={value!r}")
-    if config["test_size"] is not None:
-        test_size = config["test_size"]
-        if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
-            raise CLIError(f"`test_size` must be a fraction between 0 and 1, got test_size={test_size!r}")
-    if config["backend"] is not None and config["backend"] not in BACKENDS:
-        raise CLIError(f"`backend` must be one of {list(BACKENDS)}, got backend={config['backend']!r}")
     if config["strategy"] not in STRATEGIES:
         raise CLIError(f"`strategy` must be one of {list(STRATEGIES)}, got strategy={config['strategy']!r}")
-    if config["address"] is not None and config["backend"] != "ray":
-        raise CLIError("`address` needs `backend: ray` (--backend ray)")
     if config["run_dir"] is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config["run_dir"] = os.path.join("runs", f"{config['name']}-{stamp}")
@@ -129,49 +126,41 @@ def resolve_run_config(args: argparse.Namespace) -> dict:
 
 
 def _build_fn(config: dict, input_shape, num_classes):
-    import tfcv
+    from tfcv.builder import ModelBuilder
+    from tfcv.models import ReferenceCNN
+    from tfcv.spec import ModelSpec
 
-    if config.get("model"):
-        spec_dict = dict(config["model"])
-        spec_dict.setdefault("input_shape", list(input_shape))
-        if spec_dict.get("task", "classification") == "classification":
-            spec_dict.setdefault("num_classes", int(num_classes))
-        return tfcv.ModelBuilder(tfcv.ModelSpec.from_dict(spec_dict))
-    return _ReferenceCNN(tuple(input_shape), int(num_classes))
-
-
-class _ReferenceCNN:
-    """Picklable build_fn for the reference CNN."""
-
-    def __init__(self, input_shape, num_classes):
-        self.input_shape = input_shape
-        self.num_classes = num_classes
-
-    def __call__(self):
-        from tfcv.models import reference_cnn
-
-        return reference_cnn(self.input_shape, self.num_classes)
-
-    def __repr__(self):
-        return f"reference_cnn(input_shape={self.input_shape}, num_classes={self.num_classes})"
+    if not config.get("model"):
+        return ReferenceCNN(input_shape, num_classes)
+    # The data fills in what a `model:` section may leave out.
+    spec = dict(config["model"])
+    spec.setdefault("input_shape", list(input_shape))
+    if spec.get("task", "classification") == "classification":
+        spec.setdefault("num_classes", int(num_classes))
+    return ModelBuilder(ModelSpec.from_dict(spec))
 
 
 def _run_command(args: argparse.Namespace) -> int:
     config = resolve_run_config(args)
+    from tfcv._parallel import joblib_backend
+
+    try:
+        backend = joblib_backend(config["backend"], address=config["address"])
+    except ImportError as error:
+        raise CLIError(str(error)) from error
+
     import numpy as np
 
-    import tfcv
+    from tfcv.crossval import CrossValidator
+    from tfcv.datasets import load_digits
+    from tfcv.folds import holdout_split
 
-    x, y = tfcv.datasets.load_digits()
+    x, y = load_digits()
     x_test = y_test = None
-    if config["test_size"]:
-        from sklearn.model_selection import train_test_split
-
-        x, x_test, y, y_test = train_test_split(
-            x, y, test_size=config["test_size"], stratify=y, random_state=config["seed"]
-        )
+    if config["test_size"] is not None:
+        x, x_test, y, y_test = holdout_split(x, y, test_size=config["test_size"], seed=config["seed"])
     build_fn = _build_fn(config, x.shape[1:], len(np.unique(y)))
-    cv = tfcv.CrossValidator(build_fn, folds=config["folds"], seed=config["seed"], strategy=config["strategy"])
+    cv = CrossValidator(build_fn, folds=config["folds"], seed=config["seed"], strategy=config["strategy"])
     print(
         f"tfcv run: {len(x)} digits, {config['folds']} folds x {config['epochs']} epochs, "
         f"batch size {config['batch_size']}, seed {config['seed']}"
@@ -180,14 +169,15 @@ def _run_command(args: argparse.Namespace) -> int:
         + f"\nrun directory: {config['run_dir']}",
         flush=True,
     )
-    with _joblib_backend(config):
+    with backend:
         result = cv.fit(
             x, y, epochs=config["epochs"], batch_size=config["batch_size"],
             run_dir=config["run_dir"], verbose=config["verbose"], n_jobs=config["n_jobs"],
         )
     if x_test is not None:
         result.evaluate(x_test, y_test)
-    result.save(config["run_dir"])
+        # `fit` has written the run; only the held-out scores are new.
+        result.save(config["run_dir"])
     _write_plots(result, config["run_dir"])
     print()
     print(result.summary())
@@ -198,26 +188,6 @@ def _run_command(args: argparse.Namespace) -> int:
         path = export_saved_model(result, config["export"])
         print(f"Exported TF Serving bundle to {path}")
     return 0
-
-
-def _joblib_backend(config):
-    import contextlib
-
-    import joblib
-
-    if config["backend"] != "ray":
-        return joblib.parallel_backend(config["backend"] or "loky")
-    try:
-        import ray
-        from ray.util.joblib import register_ray
-    except ImportError as error:
-        raise CLIError("--backend ray needs Ray: pip install 'tfcv[ray]'") from error
-    stack = contextlib.ExitStack()
-    ray.init(address=config["address"], include_dashboard=False)
-    stack.callback(ray.shutdown)
-    register_ray()
-    stack.enter_context(joblib.parallel_backend("ray"))
-    return stack
 
 
 def _write_plots(result, run_dir) -> None:
@@ -280,16 +250,54 @@ def _inspect_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_serve_parser(subparsers) -> None:
+def _add_verify_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="check a bundle as TF Serving would load it",
+        description="Loads a TF Serving version directory written by `tfcv export`, checks every "
+        "signature against its tfcv.json metadata and replays the warmup records through it. "
+        "Prints OK and exits 0, or prints the defect and exits 1.",
+    )
+    p.add_argument("version_dir", metavar="VERSION_DIR", help="a version directory, e.g. serving/models/digits/1")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON line: {"ok": true, "signatures": [...], "replayed": n} or {"ok": false, "error": "..."}')
+    p.set_defaults(handler=_verify_command)
+
+
+def _verify_command(args: argparse.Namespace) -> int:
+    from tfcv.export import verify
+
+    try:
+        # This process is itself fresh: nothing loaded here can help the bundle load.
+        report = verify(args.version_dir, fresh_process=False)
+    except (ValueError, OSError) as error:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(error)}))
+        else:
+            print(f"tfcv verify: error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, **report}))
+    else:
+        print(f"OK: {args.version_dir}: signatures {', '.join(report['signatures'])}; "
+              f"{report['replayed']} records replayed.")
+    return 0
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     from tfcv.serving.server import add_arguments
 
+    add_arguments(parser)
+
+
+def _add_serve_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "serve",
         help="serve bundles over TF Serving's REST and gRPC APIs",
         description="A local TensorFlow-Serving-compatible model server. Flags mirror "
         "tensorflow_model_server; it binds 127.0.0.1 unless --host says otherwise.",
+        add_arguments=_serve_arguments,
     )
-    add_arguments(p)
     p.set_defaults(handler=_serve_command)
 
 
@@ -302,18 +310,49 @@ def _serve_command(args: argparse.Namespace) -> int:
         raise CLIError(str(error)) from error
 
 
+class _Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose arguments may be added on first use.
+
+    The flags of `tfcv serve` belong to the server package; adding them only
+    when `serve` is parsed or its help printed keeps every other command from
+    importing the server stack.
+    """
+
+    def __init__(self, *args, add_arguments=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._add_arguments = add_arguments
+
+    def _complete(self) -> None:
+        if self._add_arguments is not None:
+            add, self._add_arguments = self._add_arguments, None
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tfcv import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfcv",
         description="Honest k-fold cross-validation and TF Serving export for Keras 3.",
     )
     parser.add_argument("--version", action="version", version=f"tfcv {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run_parser(subparsers)
     _add_export_parser(subparsers)
     _add_inspect_parser(subparsers)
+    _add_verify_parser(subparsers)
     _add_serve_parser(subparsers)
     return parser
 
