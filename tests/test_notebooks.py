@@ -1,7 +1,8 @@
 """The teaching notebooks in notebooks/: how they are stored, how they open, and that they run.
 
 Every notebook is generated from a readable source in notebooks/src/ by
-notebooks/_build.py. The storage policy, checked here, is: no outputs, no
+notebooks/build.py (Jupytext, plus the Colab badge and setup cell that
+every notebook shares, written in one place). The storage policy, checked here, is: no outputs, no
 execution counts, no metadata besides the Python 3 kernelspec and cell tags,
 nothing that names the machine that wrote it, and exactly what the build
 script generates (so the source and the notebook never drift apart).
@@ -44,7 +45,7 @@ CELL_TIMEOUT = 900
 
 
 def _load_build_script():
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -80,8 +81,16 @@ def test_notebook_is_exactly_what_its_source_generates(name):
     stored = (NOTEBOOKS / name).read_text(encoding="utf-8")
     assert stored == build.render(build.build_notebook(source)), (
         f"{name} differs from notebooks/src/{source.name}: edit the source and run "
-        "`python notebooks/_build.py`"
+        "`python notebooks/build.py`"
     )
+
+
+@pytest.mark.parametrize("source", build.sources(), ids=lambda path: path.name)
+def test_badge_and_install_are_written_in_one_place(source):
+    # The build script writes them for every notebook; a copy in a source would drift.
+    text = source.read_text(encoding="utf-8")
+    assert "colab-badge" not in text and "colab.research.google.com" not in text
+    assert "git+https://github.com" not in text and "pip install" not in text
 
 
 # --------------------------------------------------------- storage policy

@@ -1,6 +1,4 @@
 # %% [markdown]
-# {{COLAB_BADGE}}
-#
 # # 1. Cross-validation, done right
 #
 # How good is a model *really*? A single train/validation split gives one number, and that number
@@ -12,15 +10,6 @@
 # Finally you will make the classic leakage mistake on purpose (normalizing with statistics of all
 # the data before splitting), compare it side by side with the correct per-fold version, and see
 # the same mistake turn a random guess into a "good" model.
-
-# %% tags=["setup"]
-# On Colab, install tfcv; anywhere else this cell does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tfcv @ git+https://github.com/{{REPO}}"], check=True)
 
 # %% [markdown]
 # ## Parameters

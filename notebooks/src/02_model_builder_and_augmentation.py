@@ -1,6 +1,4 @@
 # %% [markdown]
-# {{COLAB_BADGE}}
-#
 # # 2. Models as specs, and an honest look at augmentation
 #
 # A model you can describe in ten lines of YAML is a model you can review, diff, store next to its
@@ -12,15 +10,6 @@
 # cross-validate the model with and without it on the same folds and compare the scores honestly:
 # mean ± standard deviation, fold by fold, and whether the difference is larger than the spread
 # between folds.
-
-# %% tags=["setup"]
-# On Colab, install tfcv; anywhere else this cell does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tfcv @ git+https://github.com/{{REPO}}"], check=True)
 
 # %% [markdown]
 # ## Parameters

@@ -1,6 +1,4 @@
 # %% [markdown]
-# {{COLAB_BADGE}}
-#
 # # 3. Fold ensembles and uncertainty
 #
 # Cross-validation leaves you with `k` trained models. Throwing them away and retraining one model
@@ -12,15 +10,6 @@
 # prediction and a measure of how sure the model is. You will see how that measure, the predictive
 # entropy, differs between clean digits and corrupted or out-of-distribution inputs (noise,
 # rotated digits, blank images), and look at the digits the model is least sure about.
-
-# %% tags=["setup"]
-# On Colab, install tfcv; anywhere else this cell does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tfcv @ git+https://github.com/{{REPO}}"], check=True)
 
 # %% [markdown]
 # ## Parameters

@@ -1,6 +1,4 @@
 # %% [markdown]
-# {{COLAB_BADGE}}
-#
 # # 4. Export a cross-validated ensemble and serve it
 #
 # A model is only useful once something can call it. In this notebook you will export the fold
@@ -15,13 +13,7 @@
 # stubs, and look at the predictions and their uncertainty for a few images.
 
 # %% tags=["setup"]
-# On Colab, install tfcv and TensorFlow Serving's model server; anywhere else this cell does nothing.
-import sys
-
 if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tfcv @ git+https://github.com/{{REPO}}"], check=True)
     # Google's apt repository for tensorflow_model_server, as in serving/README.md. If this fails,
     # the notebook serves with `tfcv serve` instead.
     subprocess.run(["bash", "-c", """
@@ -177,7 +169,7 @@ FLAGS = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
 SERVERS = {
     "tensorflow_model_server": [shutil.which("tensorflow_model_server"), *FLAGS],
     # Same as typing `tfcv serve --port=... --rest_api_port=...` in a terminal.
-    "tfcv serve": [sys.executable, "-m", "tfcv.cli", "serve", *FLAGS],
+    "tfcv serve": [sys.executable, "-m", "tfcv", "serve", *FLAGS],
 }
 server = None
 

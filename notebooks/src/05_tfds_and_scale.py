@@ -1,6 +1,4 @@
 # %% [markdown]
-# {{COLAB_BADGE}}
-#
 # # 5. Cross-validating data on disk: TensorFlow Datasets and scale
 #
 # The earlier notebooks held the whole data set in memory as NumPy arrays. Real image data sets
@@ -14,15 +12,6 @@
 # loop you would write by hand, against itself running folds in parallel processes (`n_jobs`), and
 # against training every fold's model side by side in one graph (`strategy="stacked"`), and check
 # that the faster ways of running give the same answer.
-
-# %% tags=["setup"]
-# On Colab, install tfcv; anywhere else this cell does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tfcv @ git+https://github.com/{{REPO}}"], check=True)
 
 # %% [markdown]
 # ## Parameters
