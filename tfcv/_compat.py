@@ -99,6 +99,21 @@ def reset_initial_epoch(model: keras.Model) -> None:
         model._initial_epoch = None
 
 
+def call_input(layer: keras.layers.Layer) -> Any:
+    """The tensor (or list of tensors) `layer` was first called on in the
+    graph of the model that holds it.
+
+    `Layer.input` answers this for a layer, but a nested functional or
+    Sequential model overrides `input` with its own `keras.Input`; its call
+    in the outer graph is recorded only in the private `_inbound_nodes`.
+    """
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if not nodes:
+        return layer.input
+    tensors = list(nodes[0].input_tensors)
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
 def nodes_by_depth(model: keras.Model) -> tuple[keras.Model, dict] | None:
     """`(graph, {depth: [node, ...]})` of a functional or Sequential model,
     or `None` for a subclassed one.

@@ -106,8 +106,9 @@ def _adapt_recursive(model, data, batch_size, adapted):
         if not _contains_adaptable(layer):
             continue
         feed = data
-        if layer.input is not model.inputs[0]:
-            probe = keras.Model(model.inputs, layer.input)
+        reaching = _compat.call_input(layer)
+        if reaching is not model.inputs[0]:
+            probe = keras.Model(model.inputs, reaching)
             feed = np.asarray(probe.predict(_batched(data, batch_size), verbose=0))
         if needs_adapt(layer):
             if "batch_size" in inspect.signature(layer.adapt).parameters:
