@@ -1,4 +1,5 @@
-"""Tests of tfcv.export: TF Serving bundles, randomized signatures, verify."""
+"""Tests of tfcv.export: the signature graphs, randomized passes, safe loading, atomic
+publishing and the export CLI. `verify` is tested in test_verify.py, the layout in test_bundle.py."""
 
 from __future__ import annotations
 
@@ -12,12 +13,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow_serving.apis import prediction_log_pb2
-from tensorflow_serving.config import model_server_config_pb2
 
 import tfcv
-from tfcv import export
+from tfcv import bundle, export
 from tfcv.export import BundleError, Randomized
 
 
@@ -27,11 +25,6 @@ def _numeric_dirs(base):
 
 def _leftovers(base):
     return sorted(name for name in os.listdir(base) if name.startswith("."))
-
-
-def _warmup_logs(version_dir):
-    path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
-    return [prediction_log_pb2.PredictionLog.FromString(bytes(r.numpy())) for r in tf.data.TFRecordDataset(path)]
 
 
 def bn_dropout_model(seed=0):
@@ -118,50 +111,6 @@ def test_metadata(cv_result, ensemble_bundle):
     for fragment in ("serving_default", "predict_folds", "predict_randomized", "predictive_entropy",
                      "(None, 3, 10)", "cv accuracy", "samples=16", "9 records"):
         assert fragment in table, fragment
-
-
-def test_warmup_parses_with_serving_protos_and_replays(ensemble_bundle):
-    logs = _warmup_logs(ensemble_bundle)
-    assert len(logs) == 9
-    per_signature = {}
-    for log in logs:
-        assert log.WhichOneof("log_type") == "predict_log"
-        request = log.predict_log.request
-        assert request.model_spec.name == "digits"
-        value = tf.make_ndarray(request.inputs["inputs"])
-        assert value.dtype == np.float32 and value.shape[1:] == (8, 8, 1)
-        assert 0.0 <= value.min() and value.max() <= 1.0
-        per_signature.setdefault(request.model_spec.signature_name, []).append(value.shape[0])
-    assert per_signature == {name: [1, 2, 5] for name in ("serving_default", "predict_folds", "predict_randomized")}
-
-    # verify() loads the bundle in a fresh process and replays every record.
-    report = export.verify(ensemble_bundle)
-    assert report == {"signatures": ["predict_folds", "predict_randomized", "serving_default"], "replayed": 9}
-
-
-def test_verify_names_the_defect(ensemble_bundle, tmp_path):
-    broken = tmp_path / "1"
-    shutil.copytree(ensemble_bundle, broken)
-    warmup = broken / "assets.extra" / "tf_serving_warmup_requests"
-    logs = _warmup_logs(str(broken))
-    request = logs[4].predict_log.request
-    request.inputs["inputs"].CopyFrom(tf.make_tensor_proto(np.zeros((2, 8, 8), "float32")))
-    with tf.io.TFRecordWriter(str(warmup)) as writer:
-        for log in logs:
-            writer.write(log.SerializeToString())
-    with pytest.raises(BundleError, match=r"warmup record 4 \(signature 'predict_folds'\).*shape"):
-        export.verify(broken, fresh_process=False)
-
-    meta_path = broken / "assets.extra" / "tfcv.json"
-    meta = json.loads(meta_path.read_text())
-    meta["signatures"]["predict_randomized"]["outputs"]["mean"]["shape"] = [None, 11]
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match=r"'predict_randomized' output 'mean' is float32 \[None, 10\], expected"):
-        export.verify(broken, fresh_process=False)
-
-    os.remove(broken / "saved_model.pb")
-    with pytest.raises(BundleError, match="no saved_model.pb"):
-        export.verify(broken)
 
 
 # -------------------------------------------------------- randomized passes
@@ -310,7 +259,7 @@ def test_without_randomized_and_other_tasks(tmp_path):
     np.testing.assert_allclose(loaded.signatures["serving_default"](inputs=x)["outputs"], regressor(x), atol=1e-5)
     meta = json.loads(open(os.path.join(path, "assets.extra", "tfcv.json")).read())
     assert meta["task"] == "regression" and meta["class_names"] is None and meta["randomized"] is None
-    values = [tf.make_ndarray(log.predict_log.request.inputs["inputs"]) for log in _warmup_logs(path)]
+    values = [tf.make_ndarray(request.inputs["inputs"]) for request in bundle.read_warmup(path)]
     assert min(v.min() for v in values) >= -3 and max(v.max() for v in values) <= 3
     assert min(v.min() for v in values) < 0
 
@@ -372,9 +321,12 @@ def test_export_refuses_unsafe_files(cv_result, tmp_path):
         export.export_saved_model(run_dir, tmp_path / "serving")
     assert not os.path.exists(tmp_path / "serving") or _numeric_dirs(tmp_path / "serving") == []
 
-    source = open(export.__file__).read()
-    for unsafe in ("safe_mode=False", "enable_unsafe_deserialization", "pickle"):
-        assert unsafe not in source
+    package = os.path.dirname(export.__file__)
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py"):
+            source = open(os.path.join(package, name)).read()
+            for unsafe in ("safe_mode=False", "enable_unsafe_deserialization", "pickle"):
+                assert unsafe not in source, (name, unsafe)
 
 
 def test_exports_a_saved_run_directory(cv_result, tmp_path):
@@ -439,41 +391,6 @@ def test_killed_export_leaves_no_version_and_next_export_succeeds(tmp_path):
     assert path == str(base / "1")
     assert _leftovers(base) == [] and _numeric_dirs(base) == ["1"]
     assert export.verify(path, fresh_process=False)["replayed"] == 6
-
-
-# ------------------------------------------------------------- model config
-
-
-def test_write_model_config(tmp_path):
-    (tmp_path / "digits" / "1").mkdir(parents=True)
-    (tmp_path / "digits" / "2").mkdir()
-    path = export.write_model_config(tmp_path / "models.config", [
-        {"name": "digits", "base_path": tmp_path / "digits", "version_policy": [1, 2],
-         "version_labels": {"stable": 1, "canary": 2}},
-        {"name": "other", "base_path": str(tmp_path / "other"), "version_policy": {"latest": 2}},
-    ])
-    config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
-    first, second = config.model_config_list.config
-    assert (first.name, first.base_path, first.model_platform) == ("digits", str(tmp_path / "digits"), "tensorflow")
-    assert list(first.model_version_policy.specific.versions) == [1, 2]
-    assert dict(first.version_labels) == {"stable": 1, "canary": 2}
-    assert second.model_version_policy.latest.num_versions == 2
-
-    path = export.write_model_config(tmp_path / "simple.config", {"a": tmp_path / "a", "b": tmp_path / "b"})
-    config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
-    assert [c.name for c in config.model_config_list.config] == ["a", "b"]
-
-    with pytest.raises(ValueError, match="version 3 is not served"):
-        export.write_model_config(tmp_path / "x.config", [
-            {"name": "d", "base_path": tmp_path / "digits", "version_policy": [1], "version_labels": {"stable": 3}}])
-    with pytest.raises(ValueError, match="'d' appears twice"):
-        export.write_model_config(tmp_path / "x.config", [{"name": "d", "base_path": "a"}, {"name": "d", "base_path": "b"}])
-    with pytest.raises(ValueError, match="version_policy='newest'"):
-        export.write_model_config(tmp_path / "x.config", [{"name": "d", "base_path": "a", "version_policy": "newest"}])
-    with pytest.warns(UserWarning, match="does not exist yet"):
-        export.write_model_config(tmp_path / "x.config", [{"name": "d", "base_path": tmp_path / "digits",
-                                                           "version_labels": {"next": 9}}])
-    assert not os.path.exists(tmp_path / "x.config") or "next" in open(tmp_path / "x.config").read()
 
 
 # --------------------------------------------------------------------- CLI

@@ -22,6 +22,9 @@ __all__ = ["randomized_inference"]
 # Roots of the dropout family. Subclasses (SpatialDropout1D/2D/3D, a user's
 # `class MyDropout(keras.layers.Dropout)`) are found when the context opens.
 _DROPOUT_ROOTS = (keras.layers.Dropout, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
+# The same roots, for code that asks whether a model holds a dropout layer
+# (isinstance covers the subclasses), such as tfcv.export.
+DROPOUT_LAYERS: tuple[type, ...] = _DROPOUT_ROOTS
 
 _local = threading.local()
 _lock = threading.Lock()

@@ -18,23 +18,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import threading
 from collections.abc import Mapping, Sequence
 
-from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.config import model_server_config_pb2
 
+from tfcv import bundle
 from tfcv.serving.batching import BatchingOptions
 from tfcv.serving.errors import InvalidArgument, NotFound
-from tfcv.serving.servable import WARMUP_PATH, Servable
+from tfcv.serving.servable import Servable
 
 __all__ = ["ModelConfig", "ModelRegistry", "read_model_config_file"]
 
 logger = logging.getLogger("tfcv.serving")
 
-_VERSION_DIR = re.compile(r"^[0-9]{1,18}$")
 _POLICIES = ("latest", "all", "specific")
 _State = get_model_status_pb2.ModelVersionStatus.State
 _UNKNOWN = get_model_status_pb2.ModelVersionStatus().status.DESCRIPTOR.fields_by_name[
@@ -124,25 +121,9 @@ def read_model_config_file(path: str | os.PathLike) -> list[ModelConfig]:
     Raises:
         ValueError: if the file is not a valid `model_config_list`.
     """
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    proto = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, proto)
-    except text_format.ParseError as error:
-        raise ValueError(f"Model config file {os.fspath(path)!r} is not a valid ModelServerConfig: {error}") from None
-    if proto.WhichOneof("config") != "model_config_list" or not proto.model_config_list.config:
-        raise ValueError(
-            f"Model config file {os.fspath(path)!r} must hold a `model_config_list` with at least one "
-            "`config { name: ... base_path: ... }` entry."
-        )
+    proto = bundle.read_model_config(path)
     configs = []
     for entry in proto.model_config_list.config:
-        if entry.model_platform not in ("", "tensorflow"):
-            raise ValueError(
-                f"Model {entry.name!r} in {os.fspath(path)!r} has model_platform={entry.model_platform!r}; "
-                "only 'tensorflow' is served."
-            )
         policy = entry.model_version_policy
         kind = policy.WhichOneof("policy_choice") or "latest"
         configs.append(ModelConfig(
@@ -153,9 +134,6 @@ def read_model_config_file(path: str | os.PathLike) -> list[ModelConfig]:
             versions=tuple(policy.specific.versions) if kind == "specific" else (),
             version_labels=dict(entry.version_labels),
         ))
-    names = [c.name for c in configs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"Model config file {os.fspath(path)!r} names a model twice: {names}.")
     return configs
 
 
@@ -260,7 +238,7 @@ class ModelRegistry:
                 known = dict(self._versions[config.name])
             candidates = [
                 v for v, path in found.items()
-                if not (v in known and known[v].error and known[v].fingerprint == _fingerprint(path))
+                if not (v in known and known[v].error and known[v].fingerprint == bundle.version_fingerprint(path))
             ]
             aspired = config.aspired(candidates)
             to_load = [v for v in sorted(aspired, reverse=True)
@@ -278,7 +256,7 @@ class ModelRegistry:
 
     def _scan(self, config: ModelConfig) -> dict[int, str]:
         try:
-            names = os.listdir(config.base_path)
+            found = bundle.published_versions(config.base_path)
         except OSError as error:
             if config.name not in self._missing_reported:
                 logger.error("No versions of model %s found: cannot list base path %s (%s).",
@@ -286,20 +264,10 @@ class ModelRegistry:
                 self._missing_reported.add(config.name)
             return {}
         self._missing_reported.discard(config.name)
-        found = {}
-        for name in names:
-            path = os.path.join(config.base_path, name)
-            # A version directory is published once saved_model.pb is in it;
-            # anything else (an export in progress, notes, backups) is skipped.
-            if _VERSION_DIR.match(name) and os.path.isdir(path) and (
-                os.path.exists(os.path.join(path, "saved_model.pb"))
-                or os.path.exists(os.path.join(path, "saved_model.pbtxt"))
-            ):
-                found[int(name)] = path
         return found
 
     def _load(self, config: ModelConfig, version: int, path: str) -> None:
-        record = _Version(version, state=_State.LOADING, fingerprint=_fingerprint(path))
+        record = _Version(version, state=_State.LOADING, fingerprint=bundle.version_fingerprint(path))
         with self._lock:
             self._versions[config.name][version] = record
         logger.info("Loading servable version {name: %s version: %d} from %s", config.name, version, path)
@@ -414,22 +382,9 @@ class ModelRegistry:
 
 def parse_version(text: str) -> int:
     """Parses a version from a URL or a flag; refuses anything but digits."""
-    if not _VERSION_DIR.match(text or ""):
+    if not bundle.is_version_name(text):
         raise InvalidArgument(f"Invalid version {text!r} in the request: expected a non-negative integer.")
     return int(text)
-
-
-def _fingerprint(path: str) -> tuple:
-    """Changes when the version's files change, so a failed version is retried."""
-    stamps = []
-    for name in ("saved_model.pb", "saved_model.pbtxt", os.path.join("variables", "variables.index"), WARMUP_PATH):
-        try:
-            stat = os.stat(os.path.join(path, name))
-        except OSError:
-            stamps.append(None)
-        else:
-            stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
-    return tuple(stamps)
 
 
 def _describe(error: BaseException) -> str:

@@ -17,20 +17,15 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
+from tfcv import bundle
+from tfcv.bundle import SERVING_DEFAULT as DEFAULT_SIGNATURE
 from tfcv.serving.batching import Batcher, BatchingOptions
 from tfcv.serving.errors import InvalidArgument, NotFound, ServingError
 
 __all__ = ["DEFAULT_SIGNATURE", "Servable", "Signature", "TensorInfo"]
-
-DEFAULT_SIGNATURE = "serving_default"
-WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
-# TF Serving refuses to load a model with more warmup records than this.
-MAX_WARMUP_RECORDS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +222,8 @@ class Servable:
         self.name = name
         self.version = int(version)
         self.path = path
-        self.signature_def_map = read_signature_defs(path)
-        self._loaded = tf.saved_model.load(path, tags=["serve"])
+        self.signature_def_map = bundle.read_signature_def_map(path)
+        self._loaded = tf.saved_model.load(path, tags=[bundle.SERVE_TAG])
         self.signatures = {
             key: Signature(key, fn, self.signature_def_map.signature_def[key], batching)
             for key, fn in sorted(self._loaded.signatures.items())
@@ -259,54 +254,23 @@ class Servable:
             The number of records replayed (0 when the bundle has none).
 
         Raises:
-            ValueError: if a record cannot be read or its request fails.
+            ValueError: if the warmup file cannot be read (a
+                `tfcv.bundle.BundleError`) or a request fails.
         """
-        path = os.path.join(self.path, WARMUP_PATH)
-        if not os.path.exists(path):
-            return 0
-        count = 0
-        for count, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator(), start=1):
-            if count > MAX_WARMUP_RECORDS:
-                raise ValueError(
-                    f"{path} holds more than {MAX_WARMUP_RECORDS} warmup records, TF Serving's limit."
-                )
-            log = prediction_log_pb2.PredictionLog.FromString(record)
-            kind = log.WhichOneof("log_type")
-            if kind != "predict_log":
-                raise ValueError(
-                    f"Warmup record {count} of {path} is a {kind}; only predict_log records are replayed."
-                )
-            request = log.predict_log.request
+        path = os.path.join(self.path, bundle.WARMUP_PATH)
+        requests = bundle.read_warmup(self.path)
+        for count, request in enumerate(requests, start=1):
             try:
                 inputs = tensor_protos_to_arrays(request.inputs)
                 self.signature(request.model_spec.signature_name).predict(inputs, output_filter=request.output_filter)
             except ServingError as error:
                 raise ValueError(f"Warmup record {count} of {path} failed: {error.message}") from None
-        return count
+        return len(requests)
 
     def close(self) -> None:
         """Stops the batch threads; requests already queued still get answers."""
         for signature in self.signatures.values():
             signature.close()
-
-
-def read_signature_defs(path: str) -> get_model_metadata_pb2.SignatureDefMap:
-    """The `SignatureDefMap` of the `serve` meta graph of the SavedModel at `path`."""
-    saved_model = saved_model_pb2.SavedModel()
-    binary = os.path.join(path, "saved_model.pb")
-    if os.path.exists(binary):
-        with open(binary, "rb") as f:
-            saved_model.ParseFromString(f.read())
-    else:
-        with open(os.path.join(path, "saved_model.pbtxt"), encoding="utf-8") as f:
-            text_format.Parse(f.read(), saved_model)
-    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
-    if not graphs:
-        raise ValueError(f"The SavedModel at {path} has no meta graph tagged 'serve'.")
-    result = get_model_metadata_pb2.SignatureDefMap()
-    for key, signature_def in graphs[0].signature_def.items():
-        result.signature_def[key].CopyFrom(signature_def)
-    return result
 
 
 def tensor_protos_to_arrays(protos: Mapping, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
