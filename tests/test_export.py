@@ -276,6 +276,26 @@ def test_without_randomized_and_other_tasks(tmp_path):
                                   metadata={"task": "classification", "class_names": ["a", "b", "c"]})
 
 
+def test_task_comes_from_the_layer_that_produces_the_output(tmp_path):
+    keras.utils.set_random_seed(0)
+    shared = keras.layers.Dense(4, activation="softmax")
+    inputs = keras.Input((4,))
+    models = {
+        "shared": keras.Model(inputs, shared(shared(inputs))),  # the last call is not the layer's first
+        "sequential": keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")]),
+        "nested": keras.Model(inputs, keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])(
+            keras.layers.Dense(4)(inputs))),
+        "linear": keras.Model(inputs, keras.layers.Dense(3)(inputs)),
+    }
+    x = np.random.default_rng(0).random((3, 4), dtype="float32")
+    for name, model in models.items():
+        path = export.export_saved_model(model, tmp_path / name, randomized=None, warmup=False)
+        meta = json.loads(open(os.path.join(path, "assets.extra", "tfcv.json")).read())
+        assert meta["task"] == ("regression" if name == "linear" else "classification"), name
+        served = tf.saved_model.load(path).signatures["serving_default"](inputs=x)["outputs"].numpy()
+        np.testing.assert_allclose(served, model(x).numpy(), atol=1e-6)
+
+
 def test_dict_outputs_become_named_signature_outputs(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((5,))
