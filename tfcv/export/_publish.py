@@ -40,7 +40,7 @@ def export_saved_model(
     base_path: str | os.PathLike,
     *,
     version: int | None = None,
-    randomized: Randomized | None = Randomized(samples=16),  # noqa: B008 - frozen dataclass
+    randomized: Randomized | None = Randomized(samples=16),  # noqa: B008 - a frozen dataclass
     warmup: bool | Any = True,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
