@@ -118,7 +118,8 @@ def test_a_crash_inside_a_fold_keeps_finished_folds(tmp_path, small_digits):
     with pytest.raises(RuntimeError, match="simulated crash"):
         cv.fit(x, y, epochs=3, run_dir=run_dir, callbacks=[Crash()], verbose=0)
     assert (run_dir / "fold_0" / "scores.json").exists() and not (run_dir / "fold_1").exists()
-    assert json.loads((run_dir / ".backup" / "fold_1" / "training_metadata.json").read_text())["epoch"] == 2
+    with np.load(run_dir / ".backup" / "fold_1" / "checkpoint.npz") as backup:
+        assert json.loads(backup["meta"].tobytes())["epoch"] == 2
     with pytest.raises(ValueError, match="unfinished"):
         tfcv.CVResult.load(run_dir)
     result = cv.fit(x, y, epochs=3, run_dir=run_dir, verbose=0)

@@ -12,12 +12,65 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 TEMP_PREFIX = ".tfcv-tmp-"
+
+_umask_lock = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask: from /proc on Linux, elsewhere by setting and
+    restoring it (briefly process-wide, hence the lock)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def make_temp_dir(prefix: str, parent: str) -> str:
+    """`tempfile.mkdtemp`, with the permissions a plain `mkdir` would give
+    under the user's umask (mkdtemp makes 0700: a bundle or run directory
+    renamed from it would be unreadable to other users, such as a TF Serving
+    process)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(path, 0o777 & ~umask())
+    return path
+
+
+def fsync_tree(root: str) -> None:
+    """Flushes every file below `root` (and the directories) to disk."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_directory(directory)
+
+
+def _fsync_directory(path: str) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Removes `path` if it exists: a link is unlinked, never followed."""
+    path = os.fspath(path)
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -26,11 +79,14 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
+        # mkstemp makes 0600; a plain open() would honour the umask.
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(directory)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -70,9 +126,10 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[s
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent)
+    tmp = make_temp_dir(TEMP_PREFIX, parent)
     try:
         yield tmp
+        fsync_tree(tmp)
         if os.path.exists(path):
             if not overwrite:
                 raise FileExistsError(f"Refusing to overwrite existing directory {path!r}.")
@@ -84,6 +141,7 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[s
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        _fsync_directory(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

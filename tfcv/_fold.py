@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from tfcv import _compat
-from tfcv._run_dir import _EpochLog, _backed_up_epoch, _merge_history
+from tfcv._run_dir import FoldCheckpoint, _merge_history
 from tfcv.callbacks import FoldCallback, any_needs_batch_hooks, call_hook
 from tfcv.metrics import score_predictions
 from tfcv.preprocessing import adapt_preprocessing
@@ -117,6 +117,7 @@ def fit_and_score(
     Returns:
         The fold's `_FoldOutcome`.
     """
+    callbacks = list(callbacks) + fault_injection()
     model, data = prepare_fold(settings, k, seed, source, model=model)
     if reuse is not None:
         model = reuse.adopt(model)
@@ -129,40 +130,45 @@ def fit_and_score(
         # (TF 2.21: "You must feed a value for placeholder tensor").
         run_epochs_per_call(model, steps_per_epoch(data), callbacks)
 
+    fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
+    plain = [cb for cb in callbacks if not isinstance(cb, FoldCallback)]
     keras_callbacks = list(callbacks)
     initial_epoch = 0
     previous_logs: list[dict] = []
+    checkpoint = None
     if backup_dir is not None:
-        epoch_log = _EpochLog(os.path.join(backup_dir, "epochs.json"))
-        initial_epoch = _backed_up_epoch(backup_dir)
-        previous_logs = epoch_log.read(initial_epoch)
-        epoch_log.logs = list(previous_logs)
-        # The epoch log goes before BackupAndRestore: a crash between the
-        # two leaves one logged epoch too many, which the resume trims.
-        keras_callbacks = [epoch_log, keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)] + keras_callbacks
+        checkpoint = FoldCheckpoint(backup_dir, state_variables(model), plain, model=model)
+        initial_epoch = checkpoint.restore(max_epochs=settings.epochs)
+        previous_logs = list(checkpoint.logs)
+        # After the plain callbacks, so that their end-of-epoch state is what
+        # is saved; before the fold-aware ones, so that an epoch reported
+        # done (FoldProgress) is an epoch backed up.
+        keras_callbacks = plain + [checkpoint] + fold_cbs
 
-    fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
     begin_fold(fold_cbs, k, model, seed, data, initial_epoch, previous_logs)
     start = time.monotonic()
     train = data.train
     if data.steps is not None and initial_epoch:
         # The resumed epochs continue the stream where the backup left it.
         train = train.skip(initial_epoch * data.steps)
-    history = model.fit(
-        train,
-        validation_data=data.validation,
-        epochs=settings.epochs,
-        steps_per_epoch=data.steps,
-        callbacks=keras_callbacks,
-        verbose=0,
-        shuffle=False,  # the pipeline shuffles
-    )
+    new_logs: dict = {}
+    if checkpoint is None or not checkpoint.stopped:
+        new_logs = model.fit(
+            train,
+            validation_data=data.validation,
+            epochs=settings.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=data.steps,
+            callbacks=keras_callbacks,
+            verbose=0,
+            shuffle=False,  # the pipeline shuffles
+        ).history
     seconds = time.monotonic() - start
     compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
     predictions = np.asarray(model.predict(data.validation, verbose=0))
     outcome = finish_fold(
         k, seed, model, data, settings.task, compiled, predictions,
-        history=_merge_history(previous_logs, history.history),
+        history=_merge_history(previous_logs, new_logs),
         info={"seconds": seconds, "initial_epoch": initial_epoch},
     )
     if reuse is not None:
@@ -245,3 +251,41 @@ def state_variables(model: keras.Model, *, metrics: bool = False) -> list:
     state, optimizer variables and (optionally) metric variables."""
     optimizer = [] if model.optimizer is None else list(model.optimizer.variables)
     return list(model.variables) + optimizer + (list(model.metrics_variables) if metrics else [])
+
+
+# ------------------------------------------------------------ fault tests
+
+# Private fault injection for the resume tests: TFCV_FAULT="epoch=2,batch=3"
+# (or "epoch=2,test_batch=0", optionally with "fold=1") SIGKILLs this process
+# after that batch of that epoch (1-based epochs, 0-based batches), so a test
+# can kill a run mid-epoch or mid-validation exactly.
+_FAULT_ENV = "TFCV_FAULT"
+
+
+def fault_injection() -> list:
+    spec = os.environ.get(_FAULT_ENV)
+    if not spec:
+        return []
+    return [_KillAt(**{key: int(value) for key, value in (part.split("=") for part in spec.split(","))})]
+
+
+class _KillAt(FoldCallback):
+    def __init__(self, epoch, batch=None, test_batch=None, fold=None):
+        super().__init__()
+        self.at_epoch, self.at_batch, self.at_test_batch, self.at_fold = epoch, batch, test_batch, fold
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def _kill_if(self, batch, wanted):
+        if wanted == batch and self.epoch == self.at_epoch and self.at_fold in (None, self.fold):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._kill_if(batch, self.at_batch)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._kill_if(batch, self.at_test_batch)

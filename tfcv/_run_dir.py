@@ -18,7 +18,8 @@ import hashlib
 import io
 import json
 import os
-import shutil
+import re
+import warnings
 
 import keras
 import numpy as np
@@ -32,6 +33,8 @@ _PLAN = "plan.json"
 _RESULT = "result.json"
 _OOF = "oof_predictions.npy"
 _BACKUP = ".backup"
+_LOCK = ".lock"
+_CHECKPOINT = "checkpoint.npz"
 
 
 def fold_dir(run_dir: str, k: int) -> str:
@@ -40,21 +43,44 @@ def fold_dir(run_dir: str, k: int) -> str:
 
 class _RunStore:
     """Writes a run directory as `CrossValidator.fit` goes (see the module
-    docstring for the layout)."""
+    docstring for the layout).
+
+    Used as a context manager: entering takes an exclusive lock on the
+    directory (a second run on it fails at once, naming the holder's pid),
+    leaving releases it. Nothing is ever written or deleted through a
+    symbolic link inside the directory.
+    """
 
     def __init__(self, run_dir):
-        self.run_dir = os.path.abspath(os.fspath(run_dir))
+        # The run directory itself may be a link the user made; below it,
+        # tfcv follows none.
+        self.run_dir = os.path.realpath(os.fspath(run_dir))
+        self._lock = None
+
+    def __enter__(self) -> _RunStore:
+        os.makedirs(self.run_dir, exist_ok=True)
+        self._lock = _DirectoryLock(self.run_dir)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def backup_dir(self, k) -> str:
-        return os.path.join(self.run_dir, _BACKUP, f"fold_{k}")
+        return self.inside(os.path.join(_BACKUP, f"fold_{k}"))
+
+    def inside(self, relative: str) -> str:
+        """`run_dir/relative`, refused if any part of it below the run
+        directory is a symbolic link."""
+        return _inside(self.run_dir, relative)
 
     def prepare(self, config: dict, plan: FoldPlan) -> None:
-        os.makedirs(self.run_dir, exist_ok=True)
         _atomic.remove_leftovers(self.run_dir)
-        manifest_path = os.path.join(self.run_dir, _MANIFEST)
-        plan_path = os.path.join(self.run_dir, _PLAN)
+        manifest_path = self.inside(_MANIFEST)
+        plan_path = self.inside(_PLAN)
         if os.path.exists(manifest_path):
-            stored = _atomic.read_json(manifest_path)
+            stored = _read_json_checked(manifest_path, "delete the run directory to start over")
             differences = [
                 _describe_difference(key, stored.get(key), value)
                 for key, value in config.items()
@@ -69,29 +95,88 @@ class _RunStore:
                     + ". Refusing to mix results: use a new run_dir, or delete this one to start over."
                 )
         else:
+            orphans = _fold_dirs(self.run_dir)
+            if orphans:
+                raise ValueError(
+                    f"Run directory {self.run_dir!r} holds {', '.join(orphans)} but no {_MANIFEST}, so tfcv cannot "
+                    "check that they belong to this run and never adopts them. Delete them (or use a new run_dir) "
+                    "to start over."
+                )
             from tfcv import __version__
 
             _atomic.write_json(manifest_path, {**config, "tfcv_version": __version__})
         if not os.path.exists(plan_path):
             plan.save(plan_path)
 
-    def load_finished(self, n_folds) -> dict[int, _FoldOutcome]:
+    def load_finished(self, plan: FoldPlan, *, task: str, seeds: list[int], epochs: int) -> dict[int, _FoldOutcome]:
+        """The folds already finished, each checked against the run."""
         finished = {}
-        for k in range(n_folds):
+        for k in range(len(plan)):
             path = fold_dir(self.run_dir, k)
-            if os.path.isdir(path):
-                finished[k] = _load_fold(path)
+            if os.path.lexists(path):
+                finished[k] = _load_checked_fold(
+                    self.run_dir, k, plan, scores=("loss",) + _TASK_SCORES.get(task, ()), seed=seeds[k], epochs=epochs
+                )
         return finished
 
     def save_fold(self, k, outcome: _FoldOutcome) -> None:
-        _save_fold(fold_dir(self.run_dir, k), outcome)
-        shutil.rmtree(self.backup_dir(k), ignore_errors=True)
+        _save_fold(self.inside(f"fold_{k}"), outcome)
+        self.remove_backup(k)
 
     def remove_backup(self, name) -> None:
-        shutil.rmtree(self.backup_dir(name), ignore_errors=True)
+        _atomic.remove_tree(self.backup_dir(name))
 
     def finish(self, result: CVResult) -> None:
         write_summary(result, self.run_dir)
+
+
+class _DirectoryLock:
+    """An exclusive `flock` on `run_dir/.lock`, holding the owner's pid."""
+
+    def __init__(self, run_dir: str):
+        import fcntl
+
+        path = _inside(run_dir, _LOCK)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(self.fd)
+            raise RuntimeError(
+                f"Run directory {run_dir!r} is in use by another tfcv run (pid {holder}). Wait for it to end, "
+                "or use another run_dir."
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the descriptor releases the flock
+
+
+def _inside(run_dir: str, relative: str) -> str:
+    path = run_dir
+    for part in os.path.normpath(relative).split(os.sep):
+        if part in ("", ".", ".."):
+            raise ValueError(f"Invalid path {relative!r} inside run directory {run_dir!r}.")
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise ValueError(
+                f"{path!r} is a symbolic link. tfcv never writes, reads or deletes through links inside a run "
+                "directory; remove the link (or use another run_dir)."
+            )
+    return path
+
+
+def _fold_dirs(run_dir: str) -> list[str]:
+    return sorted(name for name in os.listdir(run_dir) if re.fullmatch(r"fold_\d+", name))
+
+
+def _read_json_checked(path: str, recovery: str):
+    try:
+        return _atomic.read_json(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read ({error}); {recovery}.") from error
 
 
 def _describe_difference(key, stored, received) -> str:
@@ -123,16 +208,57 @@ def _save_fold(path, outcome: _FoldOutcome, *, overwrite=False) -> None:
 
 
 def _load_fold(path) -> _FoldOutcome:
-    model = load_model_safely(os.path.join(path, "model.keras"))
     targets_path = os.path.join(path, "val_targets.npy")
     return _FoldOutcome(
-        model,
+        load_model_safely(os.path.join(path, "model.keras")),
         _atomic.read_json(os.path.join(path, "scores.json")),
         np.load(os.path.join(path, "val_predictions.npy"), allow_pickle=False),
         history=_atomic.read_json(os.path.join(path, "history.json")),
         info=_atomic.read_json(os.path.join(path, "info.json")),
         val_targets=np.load(targets_path, allow_pickle=False) if os.path.exists(targets_path) else None,
     )
+
+
+_FOLD_FILES = ("model.keras", "scores.json", "history.json", "info.json", "val_predictions.npy")
+_TASK_SCORES = {"classification": ("accuracy", "precision", "recall", "f1"), "regression": ("mse", "mae", "r2")}
+
+
+def _load_checked_fold(run_dir, k, plan, *, scores, seed=None, epochs=None) -> _FoldOutcome:
+    """Loads `run_dir/fold_<k>` and checks it belongs there: no link, every
+    file present and readable, its fold index and seed, its number of epochs,
+    complete scores, and one validation prediction per validation sample."""
+    path = fold_dir(run_dir, k)
+    recovery = f"delete {path} to retrain fold {k}"
+
+    def refuse(problem):
+        raise ValueError(f"Run directory {run_dir!r}: {problem}; {recovery}.")
+
+    if os.path.islink(path) or not os.path.isdir(path):
+        refuse(f"{path} is {'a symbolic link' if os.path.islink(path) else 'not a directory'}, not a fold tfcv wrote")
+    for name in _FOLD_FILES:
+        if os.path.islink(os.path.join(path, name)) or not os.path.isfile(os.path.join(path, name)):
+            refuse(f"{os.path.join(path, name)} is missing")
+    try:
+        outcome = _load_fold(path)
+    except (OSError, ValueError) as error:
+        refuse(f"fold {k} cannot be read ({error})")
+    info, stored = outcome.info, outcome.scores
+    if not isinstance(info, dict) or info.get("fold") != k:
+        refuse(f"{os.path.join(path, 'info.json')} is for fold {info.get('fold') if isinstance(info, dict) else None!r}, not fold {k}")
+    if seed is not None and info.get("seed") != seed:
+        refuse(f"{os.path.join(path, 'info.json')} was trained with seed {info.get('seed')!r}, this run's fold {k} uses {seed}")
+    if epochs is not None and "epochs" in info and not (isinstance(info["epochs"], int) and 1 <= info["epochs"] <= epochs):
+        refuse(f"{os.path.join(path, 'info.json')} records {info.get('epochs')!r} epochs, this run trains {epochs}")
+    missing = [name for name in scores if not isinstance(stored, dict) or not isinstance(stored.get(name), (int, float))]
+    if missing:
+        refuse(f"{os.path.join(path, 'scores.json')} lacks the scores {missing}")
+    if plan.uses_indices:
+        n_val = len(plan.folds[k][1])
+        for name, array in (("val_predictions.npy", outcome.val_predictions), ("val_targets.npy", outcome.val_targets)):
+            if array is not None and (array.ndim == 0 or len(array) != n_val):
+                refuse(f"{os.path.join(path, name)} holds {0 if array.ndim == 0 else len(array)} rows, "
+                       f"fold {k} validates {n_val} samples")
+    return outcome
 
 
 def load_model_safely(path) -> keras.Model:
@@ -163,7 +289,7 @@ def save_result(result: CVResult, run_dir: str | os.PathLike) -> str:
         if not os.path.isdir(path):
             outcome = _FoldOutcome(
                 result.models[k], {n: v[k] for n, v in result.scores.items()}, result.val_predictions[k],
-                history=result.histories[k], info=result.fold_info[k],
+                history=result.histories[k], info={**result.fold_info[k], "fold": k},
                 val_targets=None if result.val_targets is None else result.val_targets[k],
             )
             _save_fold(path, outcome)
@@ -194,18 +320,25 @@ def load_result(run_dir: str | os.PathLike) -> CVResult:
     if not os.path.exists(plan_path):
         raise FileNotFoundError(f"{run_dir!r} is not a tfcv run directory: it has no {_PLAN}.")
     plan = FoldPlan.load(plan_path)
-    missing = [k for k in range(len(plan)) if not os.path.isdir(fold_dir(run_dir, k))]
+    missing = [k for k in range(len(plan)) if not os.path.lexists(fold_dir(run_dir, k))]
     if missing:
         raise ValueError(
             f"Run directory {run_dir!r} is unfinished: folds {missing} of {len(plan)} have not been "
             "trained. Resume it by running the same fit (or `tfcv run`) with this run_dir."
         )
-    outcomes = [_load_fold(fold_dir(run_dir, k)) for k in range(len(plan))]
     summary_path = os.path.join(run_dir, _RESULT)
-    summary = _atomic.read_json(summary_path) if os.path.exists(summary_path) else {}
+    summary = _read_json_checked(summary_path, "delete it and load again") if os.path.exists(summary_path) else {}
     manifest_path = os.path.join(run_dir, _MANIFEST)
-    info = summary.get("info") or (_atomic.read_json(manifest_path) if os.path.exists(manifest_path) else {})
+    manifest = _read_json_checked(manifest_path, "the run cannot be checked") if os.path.exists(manifest_path) else {}
+    info = summary.get("info") or manifest
     task = summary.get("task") or info.get("task", "classification")
+    seeds = info.get("seeds") or [None] * len(plan)
+    scores = list((summary.get("scores") or {})) or _TASK_SCORES.get(task, ())
+    outcomes = [
+        _load_checked_fold(run_dir, k, plan, scores=scores, seed=seeds[k] if k < len(seeds) else None,
+                           epochs=info.get("epochs"))
+        for k in range(len(plan))
+    ]
     result = CVResult._from_outcomes(outcomes, plan, task, n_samples=None, info=info)
     result.test_scores = summary.get("test_scores")
     return result
@@ -250,36 +383,126 @@ def _all_layers(model):
 # ------------------------------------------------------------ resume
 
 
-class _EpochLog(keras.callbacks.Callback):
-    """Appends each epoch's logs to a JSON file, so a resumed fold keeps its
-    full history (Keras' History only sees the epochs after the resume)."""
+class FoldCheckpoint(keras.callbacks.Callback):
+    """Backs up, at the end of every epoch, everything that decides the rest
+    of a fold, in one file written all-or-nothing.
 
-    def __init__(self, path):
+    The file holds the value of every state variable (weights, the random
+    generators' states of dropout and augmentation layers, BatchNormalization
+    statistics, optimizer state), the simple state of the plain Keras
+    callbacks (EarlyStopping's counters and best weights, ...), whether
+    training was stopped, and every epoch's logs. The data stream needs no
+    state: a resumed fold skips the batches of the epochs done. So a fold
+    killed at any point resumes to exactly the scores of an uninterrupted
+    run. Place it after every other callback, so that their state at the end
+    of the epoch is what is saved.
+
+    Args:
+        backup_dir: `str`. The fold's backup directory.
+        variables: The state variables to save and restore.
+        callbacks: Plain Keras callbacks whose state is saved.
+        model: The model whose `stop_training` flag is saved.
+        own_logs: `bool`. Append each epoch's logs itself; `False` when the
+            caller appends them (the stacked strategy, per fold).
+    """
+
+    _FORMAT = "tfcv.fold_checkpoint"
+
+    def __init__(self, backup_dir: str, variables, callbacks=(), *, model=None, own_logs: bool = True):
         super().__init__()
-        self.path = path
+        self.backup_dir = backup_dir
+        self.path = os.path.join(backup_dir, _CHECKPOINT)
+        self.variables = list(variables)
+        self.state_callbacks = list(callbacks)
+        self.fold_model = model
+        self.own_logs = own_logs
         self.logs: list[dict] = []
+        self.stopped = False
 
-    def read(self, n_epochs: int) -> list[dict]:
-        if n_epochs == 0 or not os.path.exists(self.path):
-            return []
-        return _atomic.read_json(self.path)[:n_epochs]
+    def restore(self, *, max_epochs: int) -> int:
+        """Restores the last backup; returns the number of epochs it covers
+        (0 when there is none, or when it cannot be read: then a one-line
+        warning says so and the fold starts over)."""
+        if not os.path.lexists(self.path):
+            return 0
+        try:
+            epoch = self._restore(max_epochs)
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+            warnings.warn(
+                f"The backup {self.path} cannot be read ({error}); this fold starts over from its first epoch.",
+                UserWarning,
+                stacklevel=2,
+            )
+            _atomic.remove_tree(self.backup_dir)
+            self.logs, self.stopped = [], False
+            return 0
+        return epoch
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.append({k: float(v) for k, v in (logs or {}).items()})
+    def _restore(self, max_epochs: int) -> int:
+        with np.load(self.path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+        if meta.get("format") != self._FORMAT:
+            raise ValueError(f"not a tfcv checkpoint (format {meta.get('format')!r})")
+        epoch, logs = meta["epoch"], meta["logs"]
+        if not (isinstance(epoch, int) and 1 <= epoch <= max_epochs) or len(logs) != epoch:
+            raise ValueError(f"it records epoch {epoch!r} with {len(logs)} epochs of logs, of {max_epochs}")
+        values = [arrays[f"variable.{i}"] for i in range(meta["variables"])]
+        if len(values) != len(self.variables) or any(
+            tuple(v.shape) != tuple(value.shape) for v, value in zip(self.variables, values)
+        ):
+            raise ValueError("its variables do not match this fold's model")
+        for variable, value in zip(self.variables, values):
+            variable.assign(value)
+        for i, (cb, state) in enumerate(zip(self.state_callbacks, meta["callbacks"])):
+            for key, kind in state.items():
+                if kind == "json":
+                    setattr(cb, key, meta["callback_values"][str(i)][key])
+                elif kind == "array":
+                    setattr(cb, key, arrays[f"callback.{i}.{key}"])
+                elif kind == "scalar":
+                    setattr(cb, key, arrays[f"callback.{i}.{key}"].item())
+                else:
+                    setattr(cb, key, [arrays[f"callback.{i}.{key}.{j}"] for j in range(int(kind))])
+        self.logs, self.stopped = list(logs), bool(meta["stopped"])
+        if self.fold_model is not None:
+            self.fold_model.stop_training = self.stopped
+        return epoch
 
     def append(self, entry: dict) -> None:
         self.logs.append(entry)
-        _atomic.write_json(self.path, self.logs)
 
+    def on_epoch_end(self, epoch, logs=None):
+        if self.own_logs:
+            self.append({k: float(v) for k, v in (logs or {}).items()})
+        self.write(epoch + 1)
 
-def _backed_up_epoch(backup_dir) -> int:
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    try:
-        return int(_atomic.read_json(path)["epoch"])
-    except (ValueError, KeyError, json.JSONDecodeError):
-        return 0
+    def write(self, epoch: int) -> None:
+        arrays = {f"variable.{i}": np.asarray(v) for i, v in enumerate(self.variables)}
+        states, values = [], {}
+        for i, cb in enumerate(self.state_callbacks):
+            state, values[str(i)] = {}, {}
+            for key, value in vars(cb).items():
+                if key in ("model", "_model"):
+                    continue
+                if value is None or isinstance(value, str):
+                    state[key], values[str(i)][key] = "json", value
+                elif isinstance(value, (bool, int, float, np.number, np.bool_)):
+                    state[key], arrays[f"callback.{i}.{key}"] = "scalar", np.asarray(value)
+                elif isinstance(value, np.ndarray) and value.dtype != object:
+                    state[key], arrays[f"callback.{i}.{key}"] = "array", value
+                elif isinstance(value, list) and value and all(
+                        isinstance(v, np.ndarray) and v.dtype != object for v in value):
+                    state[key] = str(len(value))
+                    arrays.update({f"callback.{i}.{key}.{j}": v for j, v in enumerate(value)})
+            states.append(state)
+        stopped = bool(getattr(self.fold_model, "stop_training", False)) if self.fold_model is not None else False
+        meta = {"format": self._FORMAT, "epoch": epoch, "variables": len(self.variables), "logs": self.logs,
+                "callbacks": states, "callback_values": values, "stopped": stopped}
+        arrays["meta"] = np.frombuffer(json.dumps(meta, default=_atomic._json_default).encode("utf-8"), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        _atomic.write_bytes(self.path, buffer.getvalue())
 
 
 def _merge_history(previous: list[dict], history: dict) -> dict:

@@ -27,6 +27,7 @@ from tfcv import _compat
 from tfcv._fold import (
     batch_mixer,
     begin_fold,
+    fault_injection,
     build_metrics,
     finish_fold,
     prepare_fold,
@@ -34,7 +35,7 @@ from tfcv._fold import (
     state_variables,
 )
 from tfcv._fold_sources import _ArraySource
-from tfcv._run_dir import _backed_up_epoch, _EpochLog, _merge_history
+from tfcv._run_dir import FoldCheckpoint, _merge_history
 from tfcv.callbacks import any_needs_batch_hooks, fold_copy
 
 _PREFIX = "fold{}:"
@@ -57,12 +58,14 @@ def stacking_problem(model: keras.Model) -> str | None:
 class _StackedFolds(keras.Model):
     """The fold models side by side; see the module docstring."""
 
-    def __init__(self, fold_models: Sequence[keras.Model]):
+    def __init__(self, fold_models: Sequence[keras.Model], active=None):
         super().__init__(name="stacked_folds")
         import tensorflow as tf
 
         self.fold_models = list(fold_models)
-        self.active = tf.Variable([True] * len(self.fold_models), trainable=False, dtype=tf.bool, name="active")
+        if active is None:
+            active = tf.Variable([True] * len(self.fold_models), trainable=False, dtype=tf.bool, name="active")
+        self.active = active
         self.built = True
 
     def call(self, inputs, training=False):
@@ -213,8 +216,8 @@ class _FoldDispatcher(keras.callbacks.Callback):
         own_callbacks: Per copy, the callbacks that belong to that fold only
             (per-fold copies of plain Keras callbacks, the epoch log, ...).
         stopped: Copies already stopped (when resuming).
-        epoch_log: Where each epoch's per-fold logs are appended (an
-            `_EpochLog`, for resuming), or `None`.
+        epoch_log: Where each epoch's per-fold logs are appended (the
+            `FoldCheckpoint`, for resuming), or `None`.
     """
 
     def __init__(self, stacked, folds, fold_callbacks, own_callbacks, *, stopped=(), epoch_log=None):
@@ -427,17 +430,20 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
         mixers.append(batch_mixer(settings.build_fn, seeds[k]))
     _check_independent(models, todo)
 
+    import tensorflow as tf
+
+    active = tf.Variable([True] * len(todo), trainable=False, dtype=tf.bool, name="active")
+    own = [[fold_copy(cb, snapshot) for cb, snapshot in zip(plain_cbs, snapshots)] for _ in todo]
     backup_dir = None if store is None else store.backup_dir("stacked-" + "-".join(map(str, todo)))
     initial_epoch, previous = 0, [[] for _ in todo]
-    epoch_log = None
+    checkpoint = None
     if backup_dir is not None:
-        epoch_log = _EpochLog(os.path.join(backup_dir, "epochs.json"))
-        initial_epoch = _backed_up_epoch(backup_dir)
-        logged = epoch_log.read(initial_epoch)
-        epoch_log.logs = list(logged)
-        previous = [[epoch[str(k)] for epoch in logged if str(k) in epoch] for k in todo]
-    # A fold whose log ends before the backed-up epoch had stopped early.
-    stopped = [i for i, logs in enumerate(previous) if initial_epoch and len(logs) < initial_epoch]
+        variables = [v for model in models for v in state_variables(model)] + [active]
+        checkpoint = FoldCheckpoint(backup_dir, variables, [cb for cbs in own for cb in cbs], own_logs=False)
+        initial_epoch = checkpoint.restore(max_epochs=settings.epochs)
+        previous = [[epoch[str(k)] for epoch in checkpoint.logs if str(k) in epoch] for k in todo]
+    # The folds that had stopped before the backup stay stopped.
+    stopped = [i for i, running in enumerate(active.numpy()) if not running]
 
     val_batch_size = settings.adapt_batch_size
     if arrays:
@@ -454,14 +460,12 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
     xs, ys = val.element_spec
     for i, model in enumerate(models):
         build_metrics(model, (xs[i], ys[i]))
-    stacked = _StackedFolds(models)
-    own = [[fold_copy(cb, snapshot) for cb, snapshot in zip(plain_cbs, snapshots)] for _ in todo]
-    everything = fold_cbs + [cb for cbs in own for cb in cbs]
+    stacked = _StackedFolds(models, active=active)
+    extra = fault_injection()
+    everything = fold_cbs + extra + [cb for cbs in own for cb in cbs]
     stacked.compile(optimizer=None, steps_per_execution=1 if any_needs_batch_hooks(everything) else steps)
-    dispatcher = _FoldDispatcher(stacked, todo, fold_cbs, own, stopped=stopped, epoch_log=epoch_log)
-    keras_callbacks = [dispatcher]
-    if backup_dir is not None:
-        keras_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
+    dispatcher = _FoldDispatcher(stacked, todo, fold_cbs, own, stopped=stopped, epoch_log=checkpoint)
+    keras_callbacks = [dispatcher] + extra + ([checkpoint] if checkpoint is not None else [])
 
     for i, (k, data) in enumerate(zip(todo, fold_data)):
         begin_fold(fold_cbs, k, models[i], seeds[k], data, initial_epoch, previous[i])

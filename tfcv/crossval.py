@@ -10,6 +10,7 @@ with the same per-fold function (`tfcv._fold`); the outcomes become a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from tfcv import _checks, _compat, _parallel, _sequential, _stacked
 from tfcv._fold import FoldSettings, build_fold_model, fold_seeds
 from tfcv._fold_sources import fold_source
 from tfcv._run_dir import _RunStore, model_fingerprint
+from tfcv._targets import check_against_model
 from tfcv.callbacks import call_hook, snapshot_state, split_callbacks
 from tfcv.folds import FoldPlan, _is_splitter
 from tfcv.result import CVResult, _FoldOutcome
@@ -221,11 +223,21 @@ class CrossValidator:
             "data": source.fingerprint(),
             "model": model_fingerprint(check_model),
         }
+        config.update(check_against_model(source, check_model, task))
         store = _RunStore(run_dir) if run_dir is not None else None
-        finished: dict[int, _FoldOutcome] = {}
-        if store is not None:
-            store.prepare(config, plan)
-            finished = store.load_finished(len(plan))
+        with store if store is not None else contextlib.nullcontext():
+            finished: dict[int, _FoldOutcome] = {}
+            if store is not None:
+                store.prepare(config, plan)
+                finished = store.load_finished(plan, task=task, seeds=seeds, epochs=epochs)
+            return self._run(
+                settings, source, seeds, strategy, config, store, finished, prebuilt_model=check_model,
+                callbacks=callbacks, verbose=verbose, n_jobs=n_jobs,
+            )
+
+    def _run(self, settings, source, seeds, strategy, config, store, finished, *, prebuilt_model, callbacks, verbose,
+             n_jobs) -> CVResult:
+        plan, epochs, task, distribute = source.plan, settings.epochs, settings.task, settings.distribute
 
         fold_cbs, plain_cbs = split_callbacks(callbacks, verbose)
         snapshots = [snapshot_state(cb) for cb in plain_cbs]
@@ -236,8 +248,8 @@ class CrossValidator:
 
         todo = [k for k in range(len(plan)) if k not in finished]
         # The model built to fingerprint the run is fold 0's (same seed).
-        prebuilt = {0: check_model} if todo and todo[0] == 0 else {}
-        del check_model
+        prebuilt = {0: prebuilt_model} if todo and todo[0] == 0 else {}
+        del prebuilt_model
         trained: dict[int, _FoldOutcome] = {}
         if strategy == "stacked" and len(todo) > 1:
             trained = _stacked.fit_folds(
