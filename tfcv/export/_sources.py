@@ -6,11 +6,8 @@ import os
 
 import keras
 
-try:
-    from tfcv._run_dir import load_model_safely
-    from tfcv.result import CVResult
-except ImportError:  # TODO(lead): remove once result.py/_run_dir.py land
-    from tfcv.crossval import CVResult, load_model_safely
+from tfcv._run_dir import load_model_safely
+from tfcv.result import CVResult
 
 __all__ = ["CVResult", "resolve"]
 
