@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 
 import tfcv
 from tfcv import cli
-from tfcv.folds import holdout_split
-from tfcv.models import ReferenceCNN
 
 
 def run_tfcv(*args, cwd=None, timeout=600):
@@ -197,47 +193,6 @@ def test_verify_json_in_a_fresh_process(bundle):
 
 
 # -------------------------------------------- what `tfcv run` calls
-
-
-def test_holdout_split_is_stratified_and_seeded(digits):
-    x, y = digits
-    x_train, x_test, y_train, y_test = holdout_split(x, y, test_size=0.2, seed=3)
-    assert len(x_test) == len(y_test) == 360 and len(x_train) == len(y_train) == 1437
-    # Every class keeps its share of the data, to within one sample.
-    assert np.all(np.abs(np.bincount(y_test) - 0.2 * np.bincount(y)) <= 1)
-    again = holdout_split(x, y, test_size=0.2, seed=3)
-    np.testing.assert_array_equal(again[1], x_test)
-    other = holdout_split(x, y, test_size=0.2, seed=4)
-    assert not np.array_equal(other[3], y_test)
-
-
-def test_holdout_split_of_a_regression_target():
-    x = np.arange(50, dtype="float32").reshape(50, 1)
-    x_train, x_test, y_train, y_test = holdout_split(x, x[:, 0] * 0.5, test_size=0.3)
-    assert len(x_test) == 15
-    np.testing.assert_array_equal(y_test, x_test[:, 0] * 0.5)
-
-
-@pytest.mark.parametrize("test_size", [0, 1, 1.5, -0.1, True, "0.2", None])
-def test_holdout_split_bad_test_size(digits, test_size):
-    x, y = digits
-    with pytest.raises(ValueError, match=f"test_size={test_size!r}"):
-        holdout_split(x, y, test_size=test_size)
-
-
-def test_holdout_split_refuses_mismatched_lengths(digits):
-    x, y = digits
-    with pytest.raises(ValueError, match=r"len\(x\)=1797, len\(y\)=10"):
-        holdout_split(x, y[:10], test_size=0.2)
-
-
-def test_reference_cnn_build_fn_pickles_and_builds_a_compiled_model():
-    build_fn = pickle.loads(pickle.dumps(ReferenceCNN([8, 8, 1], np.int64(10))))
-    assert repr(build_fn) == "ReferenceCNN(input_shape=(8, 8, 1), num_classes=10)"
-    model = build_fn()
-    assert isinstance(model, keras.Model) and model.compiled
-    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
-    assert build_fn() is not model
 
 
 def test_bad_test_size_is_a_clear_error(tmp_path):

@@ -16,7 +16,7 @@ from sklearn.model_selection import (
 )
 
 import tfcv
-from tfcv.folds import check_folds, data_fingerprint
+from tfcv.folds import check_folds, data_fingerprint, holdout_split
 
 
 def check_valid_split(plan, n_samples):
@@ -190,3 +190,38 @@ def test_non_splitter_is_refused(digits):
     x, y = digits
     with pytest.raises(TypeError, match="scikit-learn splitter"):
         tfcv.FoldPlan.from_splitter(object(), x, y)
+
+
+# ------------------------------------------------------------ holdout
+
+
+def test_holdout_split_is_stratified_and_seeded(digits):
+    x, y = digits
+    x_train, x_test, y_train, y_test = holdout_split(x, y, test_size=0.2, seed=3)
+    assert len(x_test) == len(y_test) == 360 and len(x_train) == len(y_train) == 1437
+    # Every class keeps its share of the data, to within one sample.
+    assert np.all(np.abs(np.bincount(y_test) - 0.2 * np.bincount(y)) <= 1)
+    again = holdout_split(x, y, test_size=0.2, seed=3)
+    np.testing.assert_array_equal(again[1], x_test)
+    other = holdout_split(x, y, test_size=0.2, seed=4)
+    assert not np.array_equal(other[3], y_test)
+
+
+def test_holdout_split_of_a_regression_target():
+    x = np.arange(50, dtype="float32").reshape(50, 1)
+    x_train, x_test, y_train, y_test = holdout_split(x, x[:, 0] * 0.5, test_size=0.3)
+    assert len(x_test) == 15
+    np.testing.assert_array_equal(y_test, x_test[:, 0] * 0.5)
+
+
+@pytest.mark.parametrize("test_size", [0, 1, 1.5, -0.1, True, "0.2", None])
+def test_holdout_split_bad_test_size(digits, test_size):
+    x, y = digits
+    with pytest.raises(ValueError, match=f"test_size={test_size!r}"):
+        holdout_split(x, y, test_size=test_size)
+
+
+def test_holdout_split_refuses_mismatched_lengths(digits):
+    x, y = digits
+    with pytest.raises(ValueError, match=r"len\(x\)=1797, len\(y\)=10"):
+        holdout_split(x, y[:10], test_size=0.2)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import keras
 import numpy as np
 import pytest
 
 import tfcv
+from tfcv.models import ReferenceCNN
 
 
 def test_reference_cnn_has_one_block_per_filters_entry_and_pools_while_larger_than_2x2():
@@ -36,3 +39,12 @@ def test_reference_cnn_has_one_block_per_filters_entry_and_pools_while_larger_th
 def test_reference_cnn_names_the_bad_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tfcv.models.reference_cnn(**kwargs)
+
+
+def test_reference_cnn_build_fn_pickles_and_builds_a_compiled_model():
+    build_fn = pickle.loads(pickle.dumps(ReferenceCNN([8, 8, 1], np.int64(10))))
+    assert repr(build_fn) == "ReferenceCNN(input_shape=(8, 8, 1), num_classes=10)"
+    model = build_fn()
+    assert isinstance(model, keras.Model) and model.compiled
+    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
+    assert build_fn() is not model

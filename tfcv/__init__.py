@@ -13,6 +13,9 @@ _EXPORTS = {
     "FoldPlan": "tfcv.folds",
     "ModelBuilder": "tfcv.builder",
     "ModelSpec": "tfcv.spec",
+    "SpecError": "tfcv.spec",
+    "SpecTypeError": "tfcv.spec",
+    "SpecValueError": "tfcv.spec",
     "build_model": "tfcv.builder",
     "export_saved_model": "tfcv.export",
     "callbacks": "tfcv.callbacks",
@@ -22,6 +25,7 @@ _EXPORTS = {
     "layers": "tfcv.layers",
     "models": "tfcv.models",
     "plots": "tfcv.plots",
+    "preprocessing": "tfcv.preprocessing",
 }
 
 __all__ = sorted(_EXPORTS)

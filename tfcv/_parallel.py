@@ -14,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from tfcv import _compat
-from tfcv._fold import FoldSettings, build_fold_model, build_optimizer, fit_and_score, publish_fold
-from tfcv.callbacks import FoldCallback, FoldProgress
-from tfcv.result import _FoldOutcome
+if TYPE_CHECKING:
+    from tfcv._fold import FoldSettings
 
 __all__ = ["BACKENDS", "fit_folds", "joblib_backend"]
 
@@ -28,6 +27,10 @@ def fit_folds(settings: FoldSettings, todo, seeds, source, *, fold_cbs, plain_cb
     each published (run directory, `on_fold_end`) as it arrives."""
     import cloudpickle
     import joblib
+
+    from tfcv._fold import build_fold_model, build_optimizer, publish_fold
+    from tfcv.callbacks import FoldProgress
+    from tfcv.result import _FoldOutcome
 
     try:
         cloudpickle.dumps(settings.build_fn)
@@ -67,6 +70,10 @@ def fit_folds(settings: FoldSettings, todo, seeds, source, *, fold_cbs, plain_cb
 def _fit_fold_in_worker(settings: FoldSettings, k, seed, source, callbacks, backup_dir, threads):
     """One fold in a joblib worker; returns plain data, not a pickled model."""
     import tensorflow as tf
+
+    from tfcv import _compat
+    from tfcv._fold import fit_and_score
+    from tfcv.callbacks import FoldCallback
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

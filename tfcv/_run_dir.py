@@ -20,6 +20,7 @@ import json
 import os
 import re
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -264,6 +265,14 @@ def _load_checked_fold(run_dir, k, plan, *, scores, seed=None, epochs=None) -> _
 def load_model_safely(path) -> keras.Model:
     """`keras.saving.load_model` with `safe_mode=True`, and an error that
     says which file refused to load and why."""
+    path = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"{path!r} is corrupt or truncated ({error}): it is not a readable .keras archive.") from error
+    if damaged is not None:
+        raise ValueError(f"{path!r} is corrupt: its member {damaged!r} fails its checksum.")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:
@@ -333,7 +342,7 @@ def load_result(run_dir: str | os.PathLike) -> CVResult:
     info = summary.get("info") or manifest
     task = summary.get("task") or info.get("task", "classification")
     seeds = info.get("seeds") or [None] * len(plan)
-    scores = list((summary.get("scores") or {})) or _TASK_SCORES.get(task, ())
+    scores = list(summary.get("scores") or {}) or _TASK_SCORES.get(task, ())
     outcomes = [
         _load_checked_fold(run_dir, k, plan, scores=scores, seed=seeds[k] if k < len(seeds) else None,
                            epochs=info.get("epochs"))
@@ -427,7 +436,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
             return 0
         try:
             epoch = self._restore(max_epochs)
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
             warnings.warn(
                 f"The backup {self.path} cannot be read ({error}); this fold starts over from its first epoch.",
                 UserWarning,

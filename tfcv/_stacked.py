@@ -16,7 +16,6 @@ EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 
@@ -27,8 +26,8 @@ from tfcv import _compat
 from tfcv._fold import (
     batch_mixer,
     begin_fold,
-    fault_injection,
     build_metrics,
+    fault_injection,
     finish_fold,
     prepare_fold,
     publish_fold,

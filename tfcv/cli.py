@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -360,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfcv` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A warning for a person at a terminal is one line, not Python's two.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"tfcv: {category.__name__}: {message}\n"
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -370,9 +373,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as error:
         print(f"tfcv {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         print(f"tfcv {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # Permission denied, disk full, read-only file system: one line that
+        # names the path, not a traceback.
+        where = f": {error.filename}" if error.filename else ""
+        print(f"tfcv {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ntfcv {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130

@@ -1,0 +1,270 @@
+"""The run directory: exact resume after a kill at any point, files checked
+before they are trusted, no writes through links, one writer at a time, the
+user's umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfcv
+from tests.conftest import tiny_classifier
+
+# A run with every source of randomness a fold checkpoint must carry:
+# augmentation and dropout draw from random generators, BatchNormalization
+# keeps moving statistics, Adam keeps moments, the data order is reshuffled
+# every epoch.
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import keras, numpy as np
+    import tfcv
+
+    def build():
+        inputs = keras.Input((8, 8, 1))
+        h = tfcv.layers.Augmentation([{"rotate": 0.05}, {"translate": 0.1}], seed=1)(inputs)
+        h = keras.layers.Conv2D(8, 3, padding="same")(h)
+        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.Activation("relu")(h)
+        h = keras.layers.Flatten()(h)
+        h = keras.layers.Dropout(0.3)(h)
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+        model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = tfcv.datasets.load_digits()
+    result = tfcv.CrossValidator(build, folds=3, seed=3, strategy=sys.argv[2]).fit(
+        x[:360], y[:360], epochs=3, batch_size=32, run_dir=sys.argv[1], verbose=2)
+    np.save(sys.argv[1] + "-oof.npy", result.oof_predictions)
+    print("DONE", json.dumps(result.scores), flush=True)
+''')
+
+
+def run_script(tmp_path, run_dir, strategy, *, fault=None, kill_on=None):
+    script = tmp_path / "cv_script.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env.pop("TFCV_FAULT", None)
+    if fault:
+        env["TFCV_FAULT"] = fault
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), strategy], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if kill_on and line.startswith(kill_on):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=600)
+    return proc.returncode, "".join(lines), proc.stderr.read()
+
+
+def scores_of(out):
+    done = [line for line in out.splitlines() if line.startswith("DONE ")]
+    assert done, out
+    return json.loads(done[-1][5:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("strategy", "fault", "kill_on"), [
+    ("sequential", None, "Fold 1/3 done"),                  # between folds
+    ("sequential", "fold=1,epoch=2,batch=3", None),         # in the middle of an epoch
+    ("sequential", "fold=1,epoch=2,test_batch=0", None),    # during validation
+    ("stacked", "epoch=2,batch=2", None),                   # all folds mid-epoch
+])
+def test_a_run_killed_at_any_point_resumes_to_the_scores_of_an_uninterrupted_run(tmp_path, strategy, fault, kill_on):
+    code, out, err = run_script(tmp_path, tmp_path / "straight", strategy)
+    assert code == 0, err
+    straight = scores_of(out)
+
+    killed = tmp_path / "killed"
+    code, out, _ = run_script(tmp_path, killed, strategy, fault=fault, kill_on=kill_on)
+    assert code == -signal.SIGKILL, out
+    code, out, err = run_script(tmp_path, killed, strategy)
+    assert code == 0, err
+    if strategy == "sequential" and fault:
+        # The killed epoch is redone from the backup of the epoch before it.
+        assert "Fold 2/3: resuming at epoch 2." in out
+    # Bit for bit: every per-fold score and every out-of-fold prediction.
+    assert scores_of(out) == straight
+    np.testing.assert_array_equal(np.load(f"{killed}-oof.npy"), np.load(f"{tmp_path / 'straight'}-oof.npy"))
+    assert straight["accuracy"] and min(straight["accuracy"]) > 0.5
+
+
+class _CrashAt(tfcv.callbacks.FoldCallback):
+    def __init__(self, fold, epoch):
+        super().__init__()
+        self.at = (fold, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (self.fold, epoch) == self.at:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture()
+def small(small_digits):
+    x, y = small_digits
+    return x[:150], y[:150]
+
+
+def crash_in_fold_1(run_dir, x, y, epochs=3):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(
+            x, y, epochs=epochs, run_dir=run_dir, callbacks=[_CrashAt(1, 1)], verbose=0
+        )
+    return run_dir / ".backup" / "fold_1" / "checkpoint.npz"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_an_unreadable_backup_restarts_its_fold_from_scratch_with_a_notice(tmp_path, small, damage):
+    x, y = small
+    backup = crash_in_fold_1(tmp_path / "run", x, y)
+    data = backup.read_bytes()
+    backup.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint"}[damage])
+    with pytest.warns(UserWarning, match=r"checkpoint.npz cannot be read .*starts over from its first epoch"):
+        result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(x, y, epochs=3, run_dir=tmp_path / "run",
+                                                                           verbose=0)
+    assert result.fold_info[1]["initial_epoch"] == 0
+    assert [len(h["loss"]) for h in result.histories] == [3, 3, 3]
+
+
+def test_the_resume_epoch_is_the_one_restored(tmp_path, small):
+    x, y = small
+    crash_in_fold_1(tmp_path / "run", x, y)
+    result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(x, y, epochs=3, run_dir=tmp_path / "run",
+                                                                       verbose=0)
+    assert result.fold_info[1]["initial_epoch"] == 2
+    assert [len(h["loss"]) for h in result.histories] == [3, 3, 3]
+
+
+@pytest.fixture()
+def finished_run(tmp_path, small):
+    x, y = small
+    run_dir = tmp_path / "run"
+    tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(x, y, epochs=1, run_dir=run_dir, verbose=0)
+    return run_dir, x, y
+
+
+def refit(run_dir, x, y, epochs=1):
+    return tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(x, y, epochs=epochs, run_dir=run_dir, verbose=0)
+
+
+def test_incomplete_scores_are_refused_on_load_and_on_resume(finished_run):
+    run_dir, x, y = finished_run
+    (run_dir / "fold_1" / "scores.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"fold_1/scores.json lacks the scores .*delete .*fold_1 to retrain fold 1"):
+        tfcv.CVResult.load(run_dir)
+    with pytest.raises(ValueError, match=r"scores.json lacks the scores"):
+        refit(run_dir, x, y)
+
+
+def test_a_fold_linked_to_another_folds_directory_is_refused(finished_run):
+    run_dir, x, y = finished_run
+    os.rename(run_dir / "fold_0", run_dir / "fold_0.old")
+    os.symlink(run_dir / "fold_1", run_dir / "fold_0")
+    with pytest.raises(ValueError, match=r"fold_0 is a symbolic link"):
+        tfcv.CVResult.load(run_dir)
+    with pytest.raises(ValueError, match=r"fold_0 is a symbolic link"):
+        refit(run_dir, x, y)
+
+
+def test_a_fold_copied_into_the_wrong_place_is_refused(finished_run):
+    run_dir, x, y = finished_run
+    import shutil
+
+    shutil.rmtree(run_dir / "fold_0")
+    shutil.copytree(run_dir / "fold_1", run_dir / "fold_0")
+    with pytest.raises(ValueError, match=r"fold_0/info.json is for fold 1, not fold 0"):
+        refit(run_dir, x, y)
+
+
+def test_predictions_of_the_wrong_length_are_refused(finished_run):
+    run_dir, x, y = finished_run
+    predictions = np.load(run_dir / "fold_2" / "val_predictions.npy")
+    np.save(run_dir / "fold_2" / "val_predictions.npy", predictions[:-1])
+    with pytest.raises(ValueError, match=rf"holds {len(predictions) - 1} rows, fold 2 validates {len(predictions)}"):
+        tfcv.CVResult.load(run_dir)
+
+
+def test_folds_without_a_manifest_are_never_adopted(finished_run):
+    run_dir, x, y = finished_run
+    os.remove(run_dir / "manifest.json")
+    with pytest.raises(ValueError, match=r"holds fold_0, fold_1, fold_2 but no manifest.json"):
+        refit(run_dir, x, y, epochs=2)
+
+
+def test_a_truncated_model_file_is_reported_as_corrupt(finished_run):
+    run_dir, _, _ = finished_run
+    model = run_dir / "fold_0" / "model.keras"
+    model.write_bytes(model.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"model.keras' is corrupt or truncated"):
+        tfcv.CVResult.load(run_dir)
+
+
+def test_nothing_is_written_or_deleted_through_a_link_out_of_the_run_directory(tmp_path, small):
+    x, y = small
+    outside = tmp_path / "outside"
+    (outside / "fold_0").mkdir(parents=True)
+    (outside / "fold_0" / "precious.txt").write_text("keep me")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.symlink(outside, run_dir / ".backup")
+    with pytest.raises(ValueError, match=r"\.backup' is a symbolic link"):
+        refit(run_dir, x, y)
+    assert (outside / "fold_0" / "precious.txt").read_text() == "keep me"
+    assert sorted(os.listdir(outside)) == ["fold_0"]
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_directory_in_use_fails_at_once_naming_the_holder(tmp_path, small):
+    x, y = small
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "tfcv", "run", "--run-dir", str(run_dir), "--verbose", "2", "--epochs", "50"]
+    holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in holder.stdout:
+            if line.startswith("fold 1/5 epoch 1/"):
+                break
+        with pytest.raises(RuntimeError, match=rf"in use by another tfcv run \(pid {holder.pid}\)"):
+            refit(run_dir, x, y)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock dies with its holder: the directory is usable again (and
+    # refuses this different run for what it is).
+    with pytest.raises(ValueError, match="holds a different run"):
+        refit(run_dir, x, y)
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_run_directories_are_created_with_the_users_umask(tmp_path, small, mask, file_mode, dir_mode):
+    x, y = small
+    previous = os.umask(mask)
+    try:
+        refit(tmp_path / "run", x, y)
+    finally:
+        os.umask(previous)
+    for directory, dirs, files in os.walk(tmp_path / "run"):
+        assert os.stat(directory).st_mode & 0o777 == dir_mode, directory
+        for name in files:
+            assert os.stat(os.path.join(directory, name)).st_mode & 0o777 == file_mode, os.path.join(directory, name)
+
+
+def test_file_system_errors_reach_cli_users_as_one_line(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "tfcv", "run", "--run-dir", str(blocker / "run"), "--epochs", "1"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tfcv run: error:")]
+    assert len(errors) == 1 and str(blocker) in errors[0], proc.stderr
