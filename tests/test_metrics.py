@@ -35,6 +35,55 @@ def test_loss_and_metric_keep_their_registered_names_and_round_trip(cls, kwargs)
     assert type(revived) is cls and revived.get_config() == original.get_config()
 
 
+def test_class_loss_refuses_out_of_range_labels_as_keras_sparse_crossentropy_does():
+    import tensorflow as tf
+
+    probs = np.full((3, 3), 1 / 3, "float32")
+    loss = ClassCrossentropy(label_smoothing=0.1)
+    graph = tf.function(lambda y_true, y_pred: loss(y_true, y_pred))
+    for labels in ([0, 1, 5], [0, -1, 2], [[0], [3], [1]]):
+        # Keras' SparseCategoricalCrossentropy raises InvalidArgumentError on CPU, eagerly and in graphs.
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            keras.losses.SparseCategoricalCrossentropy()(np.array(labels), probs)
+        for call in (loss, graph):
+            with pytest.raises(tf.errors.InvalidArgumentError, match=r"outside the valid range of \[0, 3\)"):
+                call(np.array(labels), probs)
+    assert float(graph(np.array([0, 1, 2]), probs)) == pytest.approx(np.log(3), rel=1e-6)
+
+
+def test_class_loss_stops_a_fit_on_labels_the_model_cannot_output():
+    import tensorflow as tf
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    model.compile("adam", ClassCrossentropy(), jit_compile=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 3\)"):
+        model.fit(np.zeros((8, 4), "float32"), np.arange(8), verbose=0)
+
+
+def test_class_loss_under_xla_is_nan_for_out_of_range_labels_as_keras_sparse_crossentropy():
+    # XLA drops assertions; Keras' sparse cross-entropy then gives NaN, and so does this loss, never a
+    # quiet zero row.
+    import tensorflow as tf
+
+    probs = np.full((3, 3), 1 / 3, "float32")
+    labels = np.array([0, 1, 5])
+    keras_loss = keras.losses.SparseCategoricalCrossentropy()
+    assert np.isnan(float(tf.function(lambda a, b: keras_loss(a, b), jit_compile=True)(labels, probs)))
+    loss = ClassCrossentropy()
+    xla = tf.function(lambda a, b: loss(a, b), jit_compile=True)
+    assert np.isnan(float(xla(labels, probs)))
+    assert float(xla(np.array([0, 1, 2]), probs)) == pytest.approx(np.log(3), rel=1e-6)
+
+
+def test_class_loss_config_is_unchanged():
+    # Saved .keras files hold these keys: the range check added no argument.
+    assert ClassCrossentropy(label_smoothing=0.1).get_config() == {
+        "name": "class_crossentropy", "reduction": "sum_over_batch_size", "label_smoothing": 0.1,
+        "from_logits": False,
+    }
+
+
 def test_class_metrics_are_still_importable_from_the_builder():
     import tfcv.builder
     import tfcv.metrics

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcv._targets import DataView, check_element, check_fold_labels, check_samples, read_targets
 from tfcv.folds import FoldPlan, check_folds, data_fingerprint, is_classification_target
 
 
@@ -59,17 +60,21 @@ class _FoldData:
 
 class _ArraySource:
     """In-memory arrays and an index FoldPlan, fed through `tf.data`: every
-    fold gathers its batches from one copy of the arrays."""
+    fold gathers its batches from one copy of the arrays.
+
+    String labels are trained on as integers (`y`, indices into the sorted
+    `class_names`); the fold plan and the fingerprint see them as given, so
+    the same data always gives the same run.
+    """
 
     def __init__(self, folds, x, y, groups, *, seed, batch_size):
         if x is None:
             raise ValueError("Invalid value for argument `x`. Received: x=None. Expected an array of samples.")
         if y is None:
             raise ValueError("Invalid value for argument `y`. Received: y=None. Expected an array of targets.")
-        self.x = np.asarray(x)
-        self.y = np.asarray(y)
-        _check_finite(self.x)
-        self.plan = check_folds(folds, self.x, self.y, groups, seed=seed)
+        self.x = check_samples(x)
+        self.given_y, self.y, self.class_names = read_targets(y)
+        self.plan = check_folds(folds, self.x, self.given_y, groups, seed=seed)
         if not self.plan.uses_indices:
             raise ValueError(
                 f"The FoldPlan holds split strings ({self.plan.folds[0][1]!r}), which index a TFDS dataset, "
@@ -87,7 +92,14 @@ class _ArraySource:
         return "classification" if is_classification_target(self.y) else "regression"
 
     def fingerprint(self) -> dict:
-        return data_fingerprint(self.x, self.y)
+        return data_fingerprint(self.x, self.given_y)
+
+    def view(self) -> DataView:
+        """All of the data, for `tfcv._targets.check_against_model`."""
+        return DataView(
+            sample_shape=self.x.shape[1:], sample_text=self.x.dtype.kind in "USO", labels=self.y, where="y",
+            complete=True, class_names=self.class_names,
+        )
 
     def gather(self, indices):
         """The `(x, y)` rows at `indices` (inside a tf.data pipeline)."""
@@ -140,6 +152,7 @@ class _DatasetSource:
         self.make_datasets = make_datasets
         # The out-of-fold array's size comes from the plan (see _out_of_fold).
         self.n_samples = None
+        self._first = None
         if make_datasets is None:
             self.plan = folds
         else:
@@ -157,8 +170,33 @@ class _DatasetSource:
     def fingerprint(self) -> dict:
         return {"source": self.plan.source, "folds": [list(map(_describe, pair)) for pair in self.plan.folds]}
 
+    def __getstate__(self):
+        # Workers (n_jobs) stream their own folds.
+        return {**self.__dict__, "_first": None}
+
+    def first_fold(self) -> _FoldData:
+        """Fold 0 (read once, unshuffled seed): what `task` and the checks
+        against the model look at."""
+        if self._first is None:
+            self._first = self.fold(0, 0)
+        return self._first
+
     def task(self) -> str:
-        return "classification" if is_classification_target(self.fold(0, 0).val_labels) else "regression"
+        return "classification" if is_classification_target(self.first_fold().val_labels) else "regression"
+
+    def view(self) -> DataView:
+        """Fold 0's sample spec and validation labels, for
+        `tfcv._targets.check_against_model`."""
+        import tensorflow as tf
+
+        data = self.first_fold()
+        x_spec = data.train.element_spec[0]
+        single = isinstance(x_spec, tf.TensorSpec) and x_spec.shape.rank is not None and x_spec.shape.rank >= 1
+        return DataView(
+            sample_shape=tuple(x_spec.shape)[1:] if single else None,
+            sample_text=single and x_spec.dtype == tf.string,
+            labels=data.val_labels, where="fold 0's validation labels", complete=False,
+        )
 
     def fold(self, k, seed) -> _FoldData:
         if self.make_datasets is None:
@@ -180,9 +218,11 @@ class _DatasetSource:
         for name, ds in (("train_ds", train_ds), ("val_ds", val_ds)):
             if not isinstance(ds, tf.data.Dataset):
                 raise TypeError(f"Fold {k}: `{name}` must be a tf.data.Dataset of (x, y) batches. Received: {type(ds).__name__}.")
+            check_element(ds.element_spec, k, name)
         val_labels = np.concatenate([
             np.asarray(batch) for batch in val_ds.map(lambda *element: element[1]).as_numpy_iterator()
         ])
+        check_fold_labels(val_labels, k)
         return _FoldData(
             train=train_ds, steps=None, validation=val_ds,
             adapt_input=train_ds.map(lambda *element: element[0]),
@@ -192,20 +232,3 @@ class _DatasetSource:
 
 def _describe(part):
     return part if isinstance(part, str) else f"{len(part)} indices"
-
-
-def _check_finite(x) -> None:
-    if np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.integer):
-        bad = ~np.isfinite(x)
-        if bad.any():
-            rows = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
-            kinds = []
-            if np.isnan(x).any():
-                kinds.append("NaN")
-            if np.isinf(x).any():
-                kinds.append("infinite")
-            raise ValueError(
-                f"Invalid value for argument `x`: it holds {' and '.join(kinds)} values in "
-                f"{len(rows)} samples (first rows: {rows[:5].tolist()}). Expected finite numbers; "
-                "impute or drop those samples first."
-            )

@@ -58,14 +58,32 @@ def predicted_classes(predictions: Any) -> np.ndarray:
 # ------------------------------------------------- labels of any format
 
 
-def _dense_labels(y_true, y_pred):
+def _dense_labels(y_true, y_pred, *, checked=False):
     """Integer labels (`(batch,)` or `(batch, 1)`) to one-hot rows; label
-    rows (one-hot, smoothed or mixed) as they are."""
+    rows (one-hot, smoothed or mixed) as they are. With `checked`, a label
+    outside `[0, num_classes)` raises instead of becoming a row of zeros."""
     num_classes = y_pred.shape[-1]
     if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == num_classes and num_classes != 1:
         return ops.cast(y_true, y_pred.dtype)
     labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-    return ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
+    if not checked:
+        return ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
+    return _checked_one_hot(labels, num_classes, y_pred.dtype)
+
+
+def _checked_one_hot(labels, num_classes, dtype):
+    """One-hot rows of `labels`, refusing labels outside `[0, num_classes)`
+    as Keras' `SparseCategoricalCrossentropy` does on CPU (TF's
+    SparseSoftmaxCrossEntropyWithLogits kernel): an `InvalidArgumentError`,
+    eagerly and in graphs. XLA drops assertions, and that kernel then gives
+    NaN; so do these rows, instead of the silent zero row of `one_hot`."""
+    import tensorflow as tf
+
+    valid = (labels >= 0) & (labels < num_classes)
+    message = f"Received a label value outside the valid range of [0, {num_classes}). Label values:"
+    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(valid), [message, labels], summarize=32)]):
+        rows = ops.one_hot(labels, num_classes, dtype=dtype)
+    return ops.where(ops.expand_dims(valid, -1), rows, ops.cast(float("nan"), dtype))
 
 
 @keras.saving.register_keras_serializable(package="tfcv")
@@ -76,7 +94,9 @@ class ClassCrossentropy(keras.losses.Loss):
     rows (from `tfcv.layers.BatchMixer`) are used as they are. So one model
     trains on mixed batches and validates on integer labels, and label
     smoothing works with integer labels (Keras'
-    `SparseCategoricalCrossentropy` has no `label_smoothing`).
+    `SparseCategoricalCrossentropy` has no `label_smoothing`). An integer
+    label outside `[0, num_classes)` raises an `InvalidArgumentError`, as
+    that loss does on CPU, instead of counting as a row of zeros.
 
     Args:
         label_smoothing: `float` in `[0, 1)`. Defaults to `0.0`.
@@ -91,7 +111,7 @@ class ClassCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return keras.losses.categorical_crossentropy(
-            _dense_labels(y_true, y_pred), y_pred,
+            _dense_labels(y_true, y_pred, checked=True), y_pred,
             from_logits=self.from_logits, label_smoothing=self.label_smoothing,
         )
 
