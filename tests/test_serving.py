@@ -59,6 +59,7 @@ pytestmark = pytest.mark.slow
 
 MODEL = "digits"
 LIVE = "live"
+PLAIN = "plain"
 RANDOMIZED_OUTPUTS = {"mean", "std", "predictive_entropy", "agreement"}
 MAX_BODY = 200_000
 START_TIMEOUT = 180
@@ -230,6 +231,42 @@ def live(bundles, tmp_path_factory):
         srv.stop()
 
 
+class PlainSignatures(tf.Module):
+    """A SavedModel written by `tf.saved_model.save`, not by tfcv.export:
+    an identity signature (its output is its input, bit for bit, on any
+    CPU) and a signature taking strings."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def identity(self, x):
+        return {"y": tf.identity(x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def length(self, text):
+        return {"length": tf.strings.length(text)}
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """`tfcv serve` on a plain SavedModel with an identity `serving_default`
+    and a string signature `length`."""
+    base = tmp_path_factory.mktemp("plain") / PLAIN
+    module = PlainSignatures()
+    tf.saved_model.save(module, str(base / "1"),
+                        signatures={"serving_default": module.identity, "length": module.length})
+    rest_port, grpc_port = free_port(), free_port()
+    srv = Server(
+        [os.path.join(os.path.dirname(sys.executable), "tfcv"), "serve", "--model_name", PLAIN,
+         "--model_base_path", str(base), "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+         "--enable_batching=false"],
+        rest_port=rest_port, grpc_port=grpc_port, log_path=base.parent / "server.log",
+    )
+    try:
+        srv.wait_until_available(PLAIN)
+        yield srv
+    finally:
+        srv.stop()
+
+
 # ------------------------------------------------------------- REST answers
 
 
@@ -393,6 +430,86 @@ def test_grpc_errors_have_tf_serving_codes(server, case, code, fragment):
     with pytest.raises(grpc.RpcError) as info:
         server.predict_stub().Predict(request, timeout=30)
     assert info.value.code() == code
+    assert fragment in info.value.details()
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def _reset_peak_rss(pid: int) -> None:
+    # Writing 5 resets VmHWM to the current RSS (Linux >= 4.0), so a
+    # short-lived allocation freed before the answer still shows.
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _string_request(shape, values=(b"a",), dtype=types_pb2.DT_STRING, signature="length", name="text"):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = PLAIN
+    request.model_spec.signature_name = signature
+    proto = request.inputs[name]
+    proto.dtype = dtype
+    for size in shape:
+        proto.tensor_shape.dim.add(size=size)
+    proto.string_val.extend(values)
+    return request
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_grpc_huge_declared_string_shape_is_refused_before_any_allocation(plain):
+    stub = plain.predict_stub()
+    ok = stub.Predict(_string_request([3], [b"ab", b"", b"xyz"]), timeout=30)
+    assert tf.make_ndarray(ok.outputs["length"]).tolist() == [2, 0, 3]
+    # One string_val broadcast to the declared shape is valid TensorProto
+    # (tf.make_ndarray repeats the last value), and stays accepted when small.
+    small = stub.Predict(_string_request([4], [b"ab"]), timeout=30)
+    assert tf.make_ndarray(small.outputs["length"]).tolist() == [2, 2, 2, 2]
+
+    pid = plain.process.pid
+    huge = _string_request([30_000_000], [b"a"])
+    assert huge.ByteSize() < 64  # a few bytes on the wire
+    _reset_peak_rss(pid)
+    before = _peak_rss_bytes(pid)
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(huge, timeout=60)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "above the limit" in info.value.details() and "[30000000]" in info.value.details()
+    growth = _peak_rss_bytes(pid) - before
+    assert growth < 50 * 2**20, f"the server's peak RSS grew by {growth / 2**20:.0f} MB"
+
+    # A long value repeated to a modest shape expands to its length times the count.
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(_string_request([64], [b"x" * 2**20]), timeout=60)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "above the limit" in info.value.details()
+    # A declared shape that does not fit the signature is refused before its size matters.
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(_string_request([30_000_000, 2]), timeout=60)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expects shape [-1]" in info.value.details() and "[30000000,2]" in info.value.details()
+    assert _peak_rss_bytes(pid) - before < 50 * 2**20
+    assert plain.process.poll() is None
+
+
+@pytest.mark.parametrize("dtype, signature, name, fragment", [
+    (types_pb2.DT_STRING, "serving_default", "x", "expects dtype DT_FLOAT, received DT_STRING"),
+    (types_pb2.DT_FLOAT, "length", "text", "expects dtype DT_STRING, received DT_FLOAT"),
+    (types_pb2.DT_INVALID, "length", "text", "received DT_INVALID"),
+    (4242, "length", "text", "unknown dtype enum 4242"),
+    (types_pb2.DT_STRING_REF, "length", "text", "received DT_STRING_REF"),
+    (types_pb2.DT_VARIANT, "serving_default", "x", "received DT_VARIANT"),
+], ids=["string for float", "float for string", "invalid", "unknown enum", "reference", "variant"])
+def test_grpc_wrong_or_unknown_dtype_is_invalid_argument(plain, dtype, signature, name, fragment):
+    # Each declares 30 million elements: the dtype is checked first.
+    request = _string_request([30_000_000], dtype=dtype, signature=signature, name=name)
+    with pytest.raises(grpc.RpcError) as info:
+        plain.predict_stub().Predict(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert fragment in info.value.details()
 
 

@@ -114,7 +114,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _predict(self, request) -> predict_pb2.PredictResponse:
         servable = self.registry.get(*_model_lookup(request.model_spec))
         signature = servable.signature(request.model_spec.signature_name)
-        inputs = tensor_protos_to_arrays(request.inputs, max_bytes=self.max_message_bytes)
+        inputs = tensor_protos_to_arrays(request.inputs, signature, max_bytes=self.max_message_bytes)
         outputs = signature.predict(inputs, output_filter=request.output_filter, allow_nonfinite=not self.strict)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name

@@ -12,6 +12,7 @@ failing somewhere inside the graph.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Mapping
 
@@ -137,14 +138,7 @@ class Signature:
                     f"{where} received an empty batch (shape {format_shape(value.shape)}); "
                     f"send at least one instance of shape {format_shape(_dims(info.shape[1:]))}."
                 )
-            if info.shape is not None and (
-                value.ndim != len(info.shape)
-                or any(e is not None and e != g for e, g in zip(info.shape, value.shape, strict=True))
-            ):
-                raise InvalidArgument(
-                    f"{where} expects shape {info.shape_string} (-1: any size), "
-                    f"received shape {format_shape(value.shape)}."
-                )
+            _check_shape(where, info, value.shape)
             if not allow_nonfinite and value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise InvalidArgument(f"{where} contains NaN or Infinity, which this server refuses (--strict).")
             checked[name] = value
@@ -261,8 +255,9 @@ class Servable:
         requests = bundle.read_warmup(self.path)
         for count, request in enumerate(requests, start=1):
             try:
-                inputs = tensor_protos_to_arrays(request.inputs)
-                self.signature(request.model_spec.signature_name).predict(inputs, output_filter=request.output_filter)
+                signature = self.signature(request.model_spec.signature_name)
+                inputs = tensor_protos_to_arrays(request.inputs, signature)
+                signature.predict(inputs, output_filter=request.output_filter)
             except ServingError as error:
                 raise ValueError(f"Warmup record {count} of {path} failed: {error.message}") from None
         return len(requests)
@@ -273,35 +268,97 @@ class Servable:
             signature.close()
 
 
-def tensor_protos_to_arrays(protos: Mapping, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+def tensor_protos_to_arrays(protos: Mapping, signature: Signature, *,
+                            max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Converts a map of `TensorProto`s (a `PredictRequest.inputs`) to arrays.
+
+    Every proto is checked against `signature` before any is converted: its
+    name, its dtype (exactly the input's, as TF Serving requires) and its
+    declared shape. A few bytes of proto can declare a huge shape filled
+    with one value (`tf.make_ndarray` repeats the last value to the full
+    shape), so the size the arrays will take is computed from the declared
+    shapes and bounded by `max_bytes` before anything is allocated.
 
     Args:
         protos: Map of input name to `TensorProto`.
-        max_bytes: `int` or `None`. Largest array a proto may expand to.
-            A few bytes of proto can declare a huge shape filled with one
-            value, so requests from the network are bounded.
+        signature: The `Signature` the request is for.
+        max_bytes: `int` or `None`. Largest size the converted inputs may
+            take together (strings count `_STRING_ELEMENT_BYTES` per
+            element plus their contents). `None` for no limit.
 
     Raises:
-        InvalidArgument: for a malformed proto or one above `max_bytes`.
+        InvalidArgument: for an unknown or missing input name, a wrong or
+            unknown dtype, a shape that does not fit the signature, a
+            malformed proto, or inputs above `max_bytes`.
     """
+    signature.check_names(protos)
+    total = 0
+    for name, info in signature.inputs.items():
+        where = f"Input `{name}` of signature `{signature.name}`"
+        dims = _check_proto(where, protos[name], info)
+        if max_bytes is None:
+            continue
+        size = _converted_bytes(protos[name], dims)
+        total += size
+        if total > max_bytes:
+            others = f" ({total} bytes with the inputs before it)" if total != size else ""
+            raise InvalidArgument(
+                f"{where} of shape {format_shape(dims)} would take {size} bytes once converted{others}, "
+                f"above the limit of {max_bytes} bytes (--max_body_bytes)."
+            )
     arrays = {}
-    for name, proto in protos.items():
-        dims = [d.size for d in proto.tensor_shape.dim]
-        if any(d < 0 for d in dims):
-            raise InvalidArgument(f"Input `{name}` has a negative dimension in its shape {format_shape(dims)}.")
-        if max_bytes is not None and proto.dtype != types_pb2.DT_STRING:
-            size = int(np.prod(dims, dtype=object)) * max(tf.dtypes.as_dtype(proto.dtype).size, 1)
-            if size > max_bytes:
-                raise InvalidArgument(
-                    f"Input `{name}` of shape {format_shape(dims)} would take {size} bytes, above the "
-                    f"limit of {max_bytes} bytes (--max_body_bytes)."
-                )
+    for name in signature.inputs:
         try:
-            arrays[name] = tf.make_ndarray(proto)
+            arrays[name] = tf.make_ndarray(protos[name])
         except (TypeError, ValueError) as error:
             raise InvalidArgument(f"Input `{name}` is not a valid TensorProto: {error}") from None
     return arrays
+
+
+# Whatever its length, one string element costs its pointer in the NumPy
+# object array (8 bytes) and its tstring in the tensor the model is called
+# with (24 bytes).
+_STRING_ELEMENT_BYTES = 32
+
+
+def _check_proto(where: str, proto, info: TensorInfo) -> list[int]:
+    """Checks the dtype and declared shape of `proto`; returns its dims."""
+    if proto.dtype != info.dtype.as_datatype_enum:
+        try:
+            received = types_pb2.DataType.Name(proto.dtype)
+        except ValueError:
+            received = f"an unknown dtype enum {proto.dtype}"
+        raise InvalidArgument(f"{where} expects dtype {info.dtype_name}, received {received}.")
+    if proto.tensor_shape.unknown_rank:
+        raise InvalidArgument(f"{where} declares an unknown rank; a tensor needs its shape.")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise InvalidArgument(f"{where} has a negative dimension in its shape {format_shape(dims)}.")
+    _check_shape(where, info, dims)
+    return dims
+
+
+def _converted_bytes(proto, dims: list[int]) -> int:
+    """The bytes `tf.make_ndarray(proto)` and the model's input tensor take."""
+    count = math.prod(dims)
+    if proto.dtype != types_pb2.DT_STRING:
+        return count * max(tf.dtypes.as_dtype(proto.dtype).size, 1)
+    values = proto.string_val
+    # The last value is repeated up to the declared count, and each copy
+    # is a string of its own in the tensor.
+    repeated = max(count - len(values), 0) * (len(values[-1]) if values else 0)
+    return count * _STRING_ELEMENT_BYTES + sum(len(v) for v in values[:count]) + repeated
+
+
+def _check_shape(where: str, info: TensorInfo, shape: Iterable[int]) -> None:
+    shape = tuple(shape)
+    if info.shape is not None and (
+        len(shape) != len(info.shape)
+        or any(e is not None and e != g for e, g in zip(info.shape, shape, strict=True))
+    ):
+        raise InvalidArgument(
+            f"{where} expects shape {info.shape_string} (-1: any size), received shape {format_shape(shape)}."
+        )
 
 
 def _dims(shape) -> list[int]:
