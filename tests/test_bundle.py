@@ -71,8 +71,9 @@ def test_versions_and_layout_of_an_exported_bundle(small_bundle, tmp_path):
         bundle.published_versions(tmp_path / "missing")
     assert bundle.saved_model_file(base / "1") == str(base / "1" / "saved_model.pb")
     assert bundle.saved_model_file(base / "3") is None
-    assert [bundle.is_version_name(n) for n in ("0", "12", "1" * 19, "1.0", "", "²")] == [
-        True, True, False, False, False, False]
+    names = ("0", "12", "1" * 19, "9223372036854775807", "9223372036854775808", "9" * 19, "1" * 20, "1.0", "",
+             "²", "-1")
+    assert [bundle.is_version_name(n) for n in names] == [True] * 4 + [False] * 7
 
     metadata = bundle.read_metadata(base / "1")
     assert (metadata["format"], metadata["format_version"]) == (bundle.METADATA_FORMAT, 1)
@@ -292,7 +293,8 @@ def _tfcv_imports(path):
 
 
 def test_bundle_and_serving_import_neither_keras_nor_the_training_side():
-    allowed = {"tfcv", "tfcv._atomic", "tfcv.bundle"}
+    # _checks: the shared argument checks (NumPy only), for bundle.check_version.
+    allowed = {"tfcv", "tfcv._atomic", "tfcv._checks", "tfcv.bundle"}
     for path in [TFCV / "bundle.py", *sorted((TFCV / "serving").glob("*.py"))]:
         imports = _tfcv_imports(path)
         assert not [m for m in imports if m.split(".")[0] == "keras"], path
@@ -311,4 +313,5 @@ def test_importing_the_server_loads_no_training_module():
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = set(proc.stdout.split())
     assert {"tfcv.bundle", "tfcv.serving"} <= loaded
-    assert {m for m in loaded if not m.startswith("tfcv.serving")} <= {"tfcv", "tfcv._atomic", "tfcv.bundle"}
+    assert {m for m in loaded if not m.startswith("tfcv.serving")} <= {"tfcv", "tfcv._atomic", "tfcv._checks",
+                                                                      "tfcv.bundle"}

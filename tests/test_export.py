@@ -413,6 +413,109 @@ def test_killed_export_leaves_no_version_and_next_export_succeeds(tmp_path):
     assert export.verify(path, fresh_process=False)["replayed"] == 6
 
 
+def _linear_model(scale):
+    """A model whose output is `scale * x`, to tell versions apart."""
+    inputs = keras.Input((4,), name="features")
+    dense = keras.layers.Dense(2, use_bias=False)
+    model = keras.Model(inputs, dense(inputs))
+    dense.kernel.assign(np.full((4, 2), scale, "float32"))
+    return model
+
+
+def _served_output(version_dir):
+    """What `tfcv serve` answers for a row of ones, through its Servable."""
+    from tfcv.serving import Servable
+
+    servable = Servable("m", int(os.path.basename(version_dir)), str(version_dir), batching=None)
+    try:
+        return servable.signature().predict({"features": np.ones((1, 4), np.float32)})["outputs"]
+    finally:
+        servable.close()
+
+
+def _export_in_subprocess(model_path, base, fault, **kwargs):
+    code = ("import sys; from tfcv.export import export_saved_model; "
+            f"export_saved_model(sys.argv[1], sys.argv[2], randomized=None, **{kwargs!r})")
+    env = {**os.environ, "TFCV_EXPORT_FAULT": fault, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-c", code, model_path, str(base)], env=env, capture_output=True,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_overwrite_killed_between_renames_keeps_a_version_served(tmp_path, monkeypatch):
+    base = tmp_path / "serving" / "m"
+    export.export_saved_model(_linear_model(1.0), base, version=1, randomized=None)
+    new_model = _save(_linear_model(2.0), tmp_path / "new.keras")
+
+    # One exchange: killed right after it, the new version is in place and
+    # the old one waits in a leftover directory.
+    proc = _export_in_subprocess(new_model, base, "kill-between-renames", version=1, overwrite=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert _numeric_dirs(base) == ["1"] and len(_leftovers(base)) == 1
+    np.testing.assert_array_equal(_served_output(base / "1"), [[8.0, 8.0]])
+
+    # Two renames (file systems without RENAME_EXCHANGE): killed between
+    # them, no version is left until the next export puts the old one back.
+    proc = _export_in_subprocess(_save(_linear_model(3.0), tmp_path / "v3.keras"), base,
+                                 "no-exchange,kill-between-renames", version=1, overwrite=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert _numeric_dirs(base) == []
+    assert any("-replacing-1-" in name for name in _leftovers(base))
+    path = export.export_saved_model(_linear_model(4.0), base, randomized=None)
+    assert path == str(base / "2") and _numeric_dirs(base) == ["1", "2"] and _leftovers(base) == []
+    np.testing.assert_array_equal(_served_output(base / "1"), [[8.0, 8.0]])  # the old version, restored
+    np.testing.assert_array_equal(_served_output(base / "2"), [[16.0, 16.0]])
+    assert export.verify(base / "1", fresh_process=False)["replayed"] >= 1
+
+    # An uninterrupted overwrite, both ways, replaces the version and leaves nothing behind.
+    for fault in ("", "no-exchange"):
+        monkeypatch.setenv("TFCV_EXPORT_FAULT", fault)
+        export.export_saved_model(_linear_model(5.0), base, version=1, overwrite=True, randomized=None)
+        np.testing.assert_array_equal(_served_output(base / "1"), [[20.0, 20.0]])
+        assert _numeric_dirs(base) == ["1", "2"] and _leftovers(base) == []
+
+
+def test_versions_above_int64_are_refused(tmp_path):
+    model = _linear_model(1.0)
+    base = tmp_path / "m"
+    for version, error in ((2**63, ValueError), (10**30, ValueError), (-1, ValueError), ("1", TypeError),
+                           (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match=(
+            rf"Invalid value for argument `version`. Received: version={version!r}. "
+            r"Expected an int between 0 and 9223372036854775807.")):
+            export.export_saved_model(model, base, version=version, randomized=None, warmup=False)
+    assert os.listdir(base) == []
+    largest = export.export_saved_model(model, base, version=2**63 - 1, randomized=None, warmup=False)
+    assert bundle.published_versions(base) == {2**63 - 1: largest}
+    with pytest.raises(ValueError, match="Cannot choose a version above 9223372036854775807"):
+        export.export_saved_model(model, base, randomized=None, warmup=False)
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)],
+                         ids=["umask 022", "umask 077"])
+def test_published_version_honours_the_umask(tmp_path, mask, file_mode, dir_mode):
+    base = tmp_path / "m"
+    os.makedirs(base)
+    previous = os.umask(mask)
+    try:
+        path = export.export_saved_model(_linear_model(1.0), base, randomized=None)
+        # An overwrite publishes through the other path (an exchange).
+        export.export_saved_model(_linear_model(1.0), base, version=1, overwrite=True, randomized=None)
+    finally:
+        os.umask(previous)
+    modes = {}
+    for directory, _, files in os.walk(path):
+        modes[os.path.relpath(directory, path)] = os.stat(directory).st_mode & 0o777
+        for name in files:
+            modes[os.path.relpath(os.path.join(directory, name), path)] = os.stat(
+                os.path.join(directory, name)).st_mode & 0o777
+    for name in ("saved_model.pb", "variables/variables.index", "assets.extra/tfcv.json",
+                 "assets.extra/tf_serving_warmup_requests"):
+        assert name in modes, sorted(modes)
+    wanted = {name: dir_mode if os.path.isdir(os.path.join(path, name)) else file_mode for name in modes}
+    assert modes == wanted
+
+
 # --------------------------------------------------------------------- CLI
 
 

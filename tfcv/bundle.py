@@ -37,10 +37,11 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfcv import _atomic
+from tfcv import _atomic, _checks
 
 __all__ = [
     "BundleError",
+    "check_version",
     "check_version_dir",
     "existing_versions",
     "published_versions",
@@ -71,9 +72,10 @@ MAX_WARMUP_RECORDS = 1000
 METADATA_FORMAT = "tfcv.bundle"
 METADATA_FORMAT_VERSION = 1
 
-# TF Serving parses version directory names as int64: at most 18 digits
-# are always in range.
-_VERSION_NAME = re.compile(r"^[0-9]{1,18}$")
+# TF Serving parses version directory names as int64 and skips those out of
+# range, so a larger version would be written but never served.
+MAX_VERSION = 2**63 - 1
+_VERSION_NAME = re.compile(r"^[0-9]{1,19}$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MODEL_KEYS = ("name", "base_path", "version_policy", "version_labels", "model_platform")
 
@@ -86,8 +88,32 @@ class BundleError(ValueError):
 
 
 def is_version_name(name: str) -> bool:
-    """Whether `name` is a version directory name (digits, as TF Serving reads them)."""
-    return bool(_VERSION_NAME.match(name or ""))
+    """Whether `name` is a version directory name: digits of an int64, as
+    TF Serving reads them."""
+    return bool(_VERSION_NAME.match(name or "")) and int(name) <= MAX_VERSION
+
+
+def check_version(version: Any, *, argument: str = "version") -> int:
+    """`version` as an `int` a TF Serving server can serve (0 to int64's maximum).
+
+    Args:
+        version: The value received.
+        argument: `str`. The argument's name, for the message. Defaults to
+            `"version"`.
+
+    Returns:
+        The version as an `int`.
+
+    Raises:
+        TypeError: if `version` is not an int.
+        ValueError: if it is negative or above 9223372036854775807.
+    """
+    error = None if _checks.is_int(version) else TypeError
+    if error is None and not 0 <= version <= MAX_VERSION:
+        error = ValueError
+    if error is not None:
+        raise _checks.invalid_argument(argument, version, f"an int between 0 and {MAX_VERSION}", error)
+    return int(version)
 
 
 def existing_versions(base_path: str | os.PathLike) -> list[int]:
@@ -455,10 +481,10 @@ def write_model_config(path: str | os.PathLike, models: Mapping[str, Any] | Sequ
         model.model_platform = entry.get("model_platform", "tensorflow")
         served = _set_version_policy(model.model_version_policy, name, entry.get("version_policy", "latest"))
         for label, label_version in (entry.get("version_labels") or {}).items():
-            if isinstance(label_version, bool) or not isinstance(label_version, (int, np.integer)):
+            if not _checks.is_int(label_version) or not 0 <= label_version <= MAX_VERSION:
                 raise ValueError(
                     f"Invalid version label {label!r} for model {name!r}. Received: {label_version!r}. "
-                    "Expected an int version."
+                    f"Expected an int version between 0 and {MAX_VERSION}."
                 )
             if served is not None and int(label_version) not in served:
                 raise ValueError(
@@ -490,13 +516,13 @@ def _set_version_policy(policy, name, value) -> set[int] | None:
         policy.latest.num_versions = int(value["latest"])
         return None
     if isinstance(value, Sequence) and not isinstance(value, str) and value and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in value
+        _checks.is_int(v) and 0 <= v <= MAX_VERSION for v in value
     ):
         policy.specific.versions.extend(int(v) for v in value)
         return {int(v) for v in value}
     raise ValueError(
         f"Invalid version_policy for model {name!r}. Received: version_policy={value!r}. Expected 'latest', "
-        "'all', {'latest': n} or a non-empty list of versions."
+        f"'all', {{'latest': n}} or a non-empty list of versions between 0 and {MAX_VERSION}."
     )
 
 

@@ -5,23 +5,35 @@ A server polling `base_path` sees either no new version or a complete,
 checked one. Each export writes into a hidden `.tfcv-tmp-export-<pid>-*`
 directory; one left by a process that is gone (killed mid-export) is removed
 by the next export.
+
+Replacing a version (`overwrite=True`) swaps the new directory with the old
+one in one `renameat2(RENAME_EXCHANGE)` on Linux file systems that support
+it, so the version is never missing. Elsewhere it takes two renames (old
+version aside into `.tfcv-tmp-export-<pid>-replacing-<version>-*/old`, new
+one in); an export killed between them leaves no version directory, and the
+next export to the same base path puts the old version back before anything
+else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
+import functools
 import os
 import re
 import shutil
 import signal
-import tempfile
+import stat
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from tfcv import _atomic, _checks, bundle
+from tfcv import _atomic, bundle
 from tfcv.export._randomized import Randomized
 from tfcv.export._signatures import _ExportPlan, check_metadata
 from tfcv.export._sources import CVResult, resolve
@@ -30,9 +42,14 @@ from tfcv.export._verify import check_bundle
 __all__ = ["export_saved_model"]
 
 _EXPORT_TEMP = _atomic.TEMP_PREFIX + "export-"
-# Private fault injection for tests: "raise" raises and "kill" SIGKILLs the
-# process at the last step before the version directory is renamed into place.
+# Private fault injection for tests, comma-separated: "raise" raises and
+# "kill" SIGKILLs the process at the last step before the version directory
+# is renamed into place; "kill-between-renames" SIGKILLs an overwrite after
+# its first rename (after the exchange, or after the old version moved
+# aside); "no-exchange" replaces with two renames, as where RENAME_EXCHANGE
+# is missing.
 _FAULT_ENV = "TFCV_EXPORT_FAULT"
+_REPLACING = "replacing-"
 
 
 def export_saved_model(
@@ -60,8 +77,10 @@ def export_saved_model(
             `safe_mode=True`.
         base_path: `str`. Directory that TF Serving polls for versions
             (`model_base_path`).
-        version: `int`. Version to write. Defaults to one above the highest
-            present (1 for a new base path).
+        version: `int`. Version to write, between 0 and 2**63 - 1 (TF
+            Serving reads versions as int64 and never serves a larger one).
+            Defaults to one above the highest present (1 for a new base
+            path).
         randomized: A `Randomized` config, or `None` to leave the
             `predict_randomized` signature out. Defaults to
             `Randomized(samples=16)`.
@@ -77,8 +96,9 @@ def export_saved_model(
             defaults to `[0, 1]` for float and `[0, 255]` for integer
             inputs). Any other JSON-serializable keys are stored as they are
             in `assets.extra/tfcv.json`.
-        overwrite: `bool`. Replace an existing version directory. Defaults
-            to `False`.
+        overwrite: `bool`. Replace an existing version directory, with one
+            atomic exchange where the file system allows it (see the module
+            docstring). Defaults to `False`.
 
     Returns:
         The path of the published version directory.
@@ -104,7 +124,7 @@ def export_saved_model(
     version = _choose_version(base_path, version, overwrite)
     target = os.path.join(base_path, str(version))
 
-    tmp = tempfile.mkdtemp(prefix=f"{_EXPORT_TEMP}{os.getpid()}-", dir=base_path)
+    tmp = _atomic.make_temp_dir(f"{_EXPORT_TEMP}{os.getpid()}-", base_path)
     try:
         signatures = plan.write_saved_model(tmp)
         loaded = tf.saved_model.load(tmp, tags=[bundle.SERVE_TAG])
@@ -114,7 +134,10 @@ def export_saved_model(
             tmp, plan.metadata(signatures, version=version, model_name=model_name, warmup_records=records),
         )
         check_bundle(tmp, loaded=loaded)
-        _inject_fault()
+        _apply_umask(tmp)
+        if "raise" in _faults():
+            raise RuntimeError(f"Export failure injected by {_FAULT_ENV}=raise before publishing.")
+        _kill_if("kill")
         _publish(tmp, target, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,53 +145,115 @@ def export_saved_model(
     return target
 
 
-def _inject_fault() -> None:
-    fault = os.environ.get(_FAULT_ENV)
-    if fault == "raise":
-        raise RuntimeError(f"Export failure injected by {_FAULT_ENV}=raise before publishing.")
-    if fault == "kill":
+def _faults() -> set[str]:
+    return set(filter(None, os.environ.get(_FAULT_ENV, "").split(",")))
+
+
+def _kill_if(point: str) -> None:
+    if point in _faults():
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _apply_umask(root: str) -> None:
+    """Gives every file and directory below `root` the mode a plain `open`
+    or `mkdir` would under the user's umask, whatever the writers chose
+    (mkdtemp and mkstemp make 0700/0600), so that a TF Serving process
+    running as another user can read the bundle when the umask lets it."""
+    mask = _atomic.umask()
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & stat.S_IXUSR
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
 def _publish(tmp: str, target: str, *, overwrite: bool) -> None:
-    _fsync_tree(tmp)
+    _atomic.fsync_tree(tmp)
+    base_path = os.path.dirname(target)
     if os.path.exists(target):
         if not overwrite:
             raise FileExistsError(
                 f"Version directory {target!r} appeared while exporting. Pass overwrite=True to replace it."
             )
-        aside = tempfile.mkdtemp(prefix=f"{_EXPORT_TEMP}{os.getpid()}-old-", dir=os.path.dirname(target))
+        if "no-exchange" not in _faults() and _exchange(tmp, target):
+            # `tmp` now holds the old version.
+            _fsync_directory(base_path)
+            _kill_if("kill-between-renames")
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        version = os.path.basename(target)
+        aside = _atomic.make_temp_dir(f"{_EXPORT_TEMP}{os.getpid()}-{_REPLACING}{version}-", base_path)
         os.replace(target, os.path.join(aside, "old"))
+        _kill_if("kill-between-renames")
         os.replace(tmp, target)
+        _fsync_directory(base_path)
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, target)
-    # Not every file system can fsync a directory; the rename is done either way.
+        _fsync_directory(base_path)
+
+
+def _fsync_directory(path: str) -> None:
+    # Makes the renames durable; not every file system can fsync a
+    # directory, and the rename is done either way.
     with contextlib.suppress(OSError):
-        fd = os.open(os.path.dirname(target), os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
 
-def _fsync_tree(root: str) -> None:
-    for directory, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(directory, name), "rb") as f:
-                os.fsync(f.fileno())
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swaps two paths atomically with Linux's `renameat2(RENAME_EXCHANGE)`.
+
+    Returns `False` (nothing changed) where the C library, the kernel or
+    the file system does not provide it.
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"Cannot exchange {a!r} with {b!r}: {os.strerror(code)}")
+
+
+@functools.cache
+def _renameat2():
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        function = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).renameat2
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+        return function
+    return None
 
 
 def _remove_export_leftovers(base_path: str) -> list[str]:
-    """Removes temporary directories of exports whose process is gone."""
+    """Removes temporary directories of exports whose process is gone,
+    first putting back a version that an overwrite killed between its two
+    renames had moved aside (unless that version has been written since)."""
     removed = []
-    for name in os.listdir(base_path):
+    for name in sorted(os.listdir(base_path)):
         if not name.startswith(_EXPORT_TEMP):
             continue
-        match = re.match(r"(\d+)-", name[len(_EXPORT_TEMP):])
+        match = re.match(rf"(\d+)-(?:{_REPLACING}(\d+)-)?", name[len(_EXPORT_TEMP):])
         if match and int(match.group(1)) != os.getpid() and _process_alive(int(match.group(1))):
             continue
         full = os.path.join(base_path, name)
+        if match and match.group(2) and bundle.is_version_name(match.group(2)):
+            old, target = os.path.join(full, "old"), os.path.join(base_path, match.group(2))
+            if bundle.saved_model_file(old) is not None and not os.path.lexists(target):
+                os.replace(old, target)
+                _fsync_directory(base_path)
         shutil.rmtree(full, ignore_errors=True)
         removed.append(full)
     return removed
@@ -186,8 +271,14 @@ def _process_alive(pid: int) -> bool:
 
 def _choose_version(base_path: str, version: Any, overwrite: bool) -> int:
     if version is None:
-        return max(bundle.existing_versions(base_path), default=0) + 1
-    version = _checks.non_negative_int("version", version, optional=True)
+        latest = max(bundle.existing_versions(base_path), default=0)
+        if latest >= bundle.MAX_VERSION:
+            raise ValueError(
+                f"Cannot choose a version above {latest} in {base_path!r}: TF Serving reads versions as int64. "
+                "Pass version=... explicitly."
+            )
+        return latest + 1
+    version = bundle.check_version(version)
     if os.path.exists(os.path.join(base_path, str(version))) and not overwrite:
         raise FileExistsError(
             f"Version {version} already exists in {base_path!r}. Pass overwrite=True to replace it, "
