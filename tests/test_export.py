@@ -554,3 +554,14 @@ def test_cli_run_exports_at_the_end(tmp_path, capsys):
     meta = json.loads((base / "1" / "assets.extra" / "tfcv.json").read_text())
     assert meta["n_folds"] == 2 and meta["input_spec"]["name"] == "image"
     assert set(export.read_signature_defs(base / "1")) == {"serving_default", "predict_folds", "predict_randomized"}
+
+
+def test_class_names_of_string_labels_travel_into_the_bundle(small_digits, tmp_path):
+    from tests.conftest import tiny_classifier
+
+    x, y = small_digits
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    result = tfcv.CrossValidator(tiny_classifier, folds=2, seed=0).fit(x[:200], names[y[:200]], epochs=1, verbose=0)
+    path = export.export_saved_model(result, tmp_path / "model", randomized=None, warmup=False)
+    # Sorted as scikit-learn's LabelEncoder sorts them: class i is the i-th name.
+    assert bundle.read_metadata(path)["class_names"] == sorted(names.tolist())

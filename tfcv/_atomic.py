@@ -117,11 +117,12 @@ def _json_default(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+def directory(path: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary directory that is renamed to `path` on success.
 
     On any exception the temporary directory is removed and `path` is left
-    exactly as it was.
+    exactly as it was. An existing `path` is never replaced (bundles, which
+    may be, are published by `tfcv.export` with an atomic exchange).
     """
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
@@ -130,17 +131,9 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[s
     try:
         yield tmp
         fsync_tree(tmp)
-        if os.path.exists(path):
-            if not overwrite:
-                raise FileExistsError(f"Refusing to overwrite existing directory {path!r}.")
-            # Move the old directory aside first so `path` is never missing
-            # and never half-written.
-            old = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent)
-            os.replace(path, os.path.join(old, "old"))
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        if os.path.lexists(path):
+            raise FileExistsError(f"Refusing to overwrite existing directory {path!r}.")
+        os.replace(tmp, path)
         _fsync_directory(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

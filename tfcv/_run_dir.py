@@ -197,8 +197,8 @@ def _normalize_json(value):
     return json.loads(json.dumps(value, default=_atomic._json_default))
 
 
-def _save_fold(path, outcome: _FoldOutcome, *, overwrite=False) -> None:
-    with _atomic.directory(path, overwrite=overwrite) as tmp:
+def _save_fold(path, outcome: _FoldOutcome) -> None:
+    with _atomic.directory(path) as tmp:
         outcome.model.save(os.path.join(tmp, "model.keras"))
         _atomic.write_json(os.path.join(tmp, "history.json"), outcome.history)
         _atomic.write_json(os.path.join(tmp, "scores.json"), outcome.scores)

@@ -100,14 +100,9 @@ class CrossValidator:
                 f"Invalid value for argument `folds`. Received: folds={folds!r} of type "
                 f"{type(folds).__name__}. Expected an int >= 2, a scikit-learn splitter or a FoldPlan."
             )
-        if task not in _TASKS:
-            raise ValueError(f"Invalid value for argument `task`. Received: task={task!r}. Expected one of {_TASKS}.")
-        if strategy not in _STRATEGIES:
-            raise ValueError(
-                f"Invalid value for argument `strategy`. Received: strategy={strategy!r}. Expected one of {_STRATEGIES}."
-            )
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int.")
+        _checks.check_choice("task", task, _TASKS)
+        _checks.check_choice("strategy", strategy, _STRATEGIES)
+        _checks.check_int("seed", seed)
         self.build_fn = build_fn
         self.folds = folds
         self.seed = int(seed)
@@ -194,8 +189,7 @@ class CrossValidator:
         """
         epochs = _checks.positive_int("epochs", epochs)
         batch_size = _checks.positive_int("batch_size", batch_size)
-        if verbose not in ("auto", 0, 1, 2):
-            raise ValueError(f"Invalid value for argument `verbose`. Received: verbose={verbose!r}. Expected 'auto', 0, 1 or 2.")
+        _checks.check_choice("verbose", verbose, ("auto", 0, 1, 2))
         if distribute is not None and not hasattr(distribute, "scope"):
             raise TypeError(
                 f"Invalid value for argument `distribute`. Received: distribute={distribute!r}. "

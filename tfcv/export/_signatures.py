@@ -186,6 +186,8 @@ class _ExportPlan:
         widths = {name: (value.shape[-1] if value.ndim > 1 else 1) for name, value in reference.items()}
         n_classes = max(2, max(widths.values()))
         names = self.user_metadata.get("class_names")
+        if names is None and self.result is not None:
+            names = self.result.info.get("class_names")
         if names is None:
             return [str(i) for i in range(n_classes)]
         names = [str(n) for n in names]
