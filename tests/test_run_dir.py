@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 
@@ -252,7 +251,7 @@ def test_run_directories_are_created_with_the_users_umask(tmp_path, small, mask,
         refit(tmp_path / "run", x, y)
     finally:
         os.umask(previous)
-    for directory, dirs, files in os.walk(tmp_path / "run"):
+    for directory, _dirs, files in os.walk(tmp_path / "run"):
         assert os.stat(directory).st_mode & 0o777 == dir_mode, directory
         for name in files:
             assert os.stat(os.path.join(directory, name)).st_mode & 0o777 == file_mode, os.path.join(directory, name)
