@@ -304,7 +304,8 @@ def test_auto_falls_back_to_sequential_with_a_warning(tiny_xy_small):
     auto = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="auto").fit(x, y, epochs=1, verbose=0)
     assert auto.info["strategy"] == "stacked"
     with_jobs = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="auto")
-    assert with_jobs._resolve_strategy(tiny_classifier(), 2, None) == "sequential"
+    assert with_jobs._choose_strategy(tiny_classifier(), 2, 32, 2, None) == (
+        "sequential", "n_jobs=2 trains the folds in joblib workers")
 
 
 def test_models_sharing_layers_are_refused(tiny_xy_small):
@@ -334,3 +335,33 @@ def test_stacked_fit_leaves_the_process_wide_graph_optimizer_setting_as_it_was(t
         assert after is bool(users_setting)
     finally:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+
+
+def test_auto_says_which_strategy_it_chose_and_why(tiny_xy_small):
+    import io
+
+    x, y = tiny_xy_small
+    out = io.StringIO()
+    result = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="auto").fit(
+        x, y, epochs=1, callbacks=[tfcv.callbacks.FoldProgress(out, dynamic=False)]
+    )
+    assert result.info["strategy"] == "stacked"
+    assert result.info["strategy_reason"].startswith("the 2 fold models fit in memory side by side (about ")
+    assert f"Strategy: stacked ({result.info['strategy_reason']})." in out.getvalue()
+
+
+def test_auto_trains_sequentially_when_the_copies_would_not_fit_in_memory():
+    from tfcv import _stacked
+
+    inputs = keras.Input((2048, 2048, 3))
+    h = keras.layers.Conv2D(64, 3, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    needed = _stacked.memory_estimate(model, 5, 32)
+    # 5 copies x 32 images x 2048x2048x64 float32 feature maps, three times over.
+    assert needed >= 5 * 32 * 2048 * 2048 * 64 * 4 * 3
+    available = _stacked.available_memory()
+    assert available is not None and needed > available // 2
+    strategy, reason = tfcv.CrossValidator(tiny_classifier, strategy="auto")._choose_strategy(model, 5, 32, None, None)
+    assert strategy == "sequential"
+    assert reason.startswith("the 5 fold models side by side would not fit in memory (about ")

@@ -16,6 +16,7 @@ EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 
@@ -52,6 +53,50 @@ def stacking_problem(model: keras.Model) -> str | None:
                 "batch to the next, which interleaved folds cannot keep apart"
             )
     return None
+
+
+def memory_estimate(model: keras.Model, n_folds: int, batch_size: int) -> int:
+    """Bytes that `n_folds` copies of `model` need side by side while they
+    train: per copy its variables four times over (weights, gradients and
+    two optimizer slots, as Adam keeps) and, per training batch, every
+    layer's output three times over (forward, backward, scratch). An
+    estimate to choose a strategy by, not a measurement."""
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.variables)
+    activations = 0
+    for layer in model.layers:
+        try:
+            outputs = layer.output
+        except (AttributeError, ValueError):  # a layer called more than once, or never
+            continue
+        for output in outputs if isinstance(outputs, (list, tuple)) else [outputs]:
+            shape = getattr(output, "shape", None)
+            if shape is not None and all(d is not None for d in shape[1:]):
+                activations += int(np.prod(shape[1:])) * np.dtype(output.dtype).itemsize
+    return int(n_folds * (4 * weights + 3 * activations * batch_size))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process (Linux' MemAvailable, or
+    the free physical pages), or `None` when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 class _StackedFolds(keras.Model):
@@ -102,32 +147,32 @@ class _StackedFolds(keras.Model):
         return self._each_fold(data, "test_step")
 
     def predict_step(self, data):
-        xs, ys = data
-        return tuple(self._step(i, "predict_step", xs[i], ys[i]) for i in range(len(self.fold_models)))
+        xs, ys = data[0], data[1]
+        return tuple(self._step(i, "predict_step", (xs[i], ys[i])) for i in range(len(self.fold_models)))
 
-    def _step(self, i, step, x, y):
+    def _step(self, i, step, batch):
         """Copy `i`'s `step` (`train_step`, `test_step` or `predict_step`) on
-        its batch: through the shared traced step when there is one."""
+        its batch, `(x, y)` or `(x, y, sample_weight)`: through the shared
+        traced step when there is one."""
         import tensorflow as tf
 
-        shared = self._shared_step(step, x, y)
+        shared = self._shared_step(step, batch)
         if shared is None:
-            return getattr(self.fold_models[i], step)((x, y))
+            return getattr(self.fold_models[i], step)(batch)
         function, order = shared
         captures = _captures(self.fold_models[i])
-        flat = tf.nest.flatten((x, y), expand_composites=True)
+        flat = tf.nest.flatten(batch, expand_composites=True)
         return _compat.call_with_captures(function, flat, [captures[p] for p in order])
 
     def _each_fold(self, data, step):
         import tensorflow as tf
 
-        xs, ys = data
         logs = {}
         for i in range(len(self.fold_models)):
             shapes = {}
 
             def run(i=i, shapes=shapes):
-                out = self._step(i, step, xs[i], ys[i])
+                out = self._step(i, step, tuple(part[i] for part in data))
                 out = {name: tf.convert_to_tensor(value) for name, value in out.items()}
                 shapes.update({name: (value.shape, value.dtype) for name, value in out.items()})
                 return out
@@ -140,7 +185,7 @@ class _StackedFolds(keras.Model):
             logs.update({_PREFIX.format(i) + name: value for name, value in out.items()})
         return logs
 
-    def _shared_step(self, step, x, y):
+    def _shared_step(self, step, batch):
         """Fold 0's `step`, traced once, with what it captures listed as
         positions in `_captures`: calling it with another copy's variables
         and layer constants (an adapted Normalization layer's statistics) in
@@ -158,8 +203,8 @@ class _StackedFolds(keras.Model):
             def spec(t):
                 return tf.TensorSpec([None] + list(t.shape[1:]), t.dtype)
 
-            function = tf.function(lambda x, y: getattr(first, step)((x, y)), autograph=False, reduce_retracing=True)
-            concrete = function.get_concrete_function(tf.nest.map_structure(spec, x), tf.nest.map_structure(spec, y))
+            function = tf.function(lambda *parts: getattr(first, step)(parts), autograph=False, reduce_retracing=True)
+            concrete = function.get_concrete_function(*tf.nest.map_structure(spec, batch))
             positions = {id(c): p for p, c in enumerate(_captures(first))}
             order = [positions.get(id(c)) for c in concrete.captured_inputs]
             if None not in order and _compat.can_call_with_captures(concrete):
@@ -330,11 +375,15 @@ def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoc
     steps = max(math.ceil(len(source.plan.folds[k][0]) / source.batch_size) for k in folds)
     streams = [source.train_indices(k, seeds[k]).skip(initial_epoch * steps) for k in folds]
 
-    def gather(*indices):
-        pairs = [source.gather(i) for i in indices]
-        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+    weights = [[None if w is None else tf.constant(w) for w in source.fold_weights(k)] for k in folds]
 
-    train = tf.data.Dataset.zip(tuple(streams)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    def gather(which):
+        def gather_rows(*indices):
+            parts = [source.gather(i, w[which]) for i, w in zip(indices, weights)]
+            return tuple(tuple(p[j] for p in parts) for j in range(len(parts[0])))
+        return gather_rows
+
+    train = tf.data.Dataset.zip(tuple(streams)).map(gather(0), num_parallel_calls=tf.data.AUTOTUNE)
     train = _mixed(train, mixers).prefetch(tf.data.AUTOTUNE)
 
     vals = [np.asarray(source.plan.folds[k][1]) for k in folds]
@@ -344,7 +393,7 @@ def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoc
         chunks = np.array_split(v, n_batches)
         ragged = tf.RaggedTensor.from_row_lengths(np.concatenate(chunks), [len(c) for c in chunks])
         parts.append(tf.data.Dataset.from_tensor_slices(ragged))
-    val = tf.data.Dataset.zip(tuple(parts)).map(gather).prefetch(tf.data.AUTOTUNE)
+    val = tf.data.Dataset.zip(tuple(parts)).map(gather(1)).prefetch(tf.data.AUTOTUNE)
     return train, steps, val
 
 
@@ -390,9 +439,9 @@ def _mixed(train, mixers):
         return train
     import tensorflow as tf
 
-    def mix(xs, ys):
+    def mix(xs, ys, *rest):
         pairs = [m(x, y) if m is not None else (x, y) for m, x, y in zip(mixers, xs, ys)]
-        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+        return (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), *rest)
 
     return train.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -456,7 +505,7 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
 
     # Create every copy's metric variables now, so the copies share one
     # traced step (see _StackedFolds._shared_step).
-    xs, ys = val.element_spec
+    xs, ys = val.element_spec[:2]
     for i, model in enumerate(models):
         build_metrics(model, (xs[i], ys[i]))
     stacked = _StackedFolds(models, active=active)
@@ -477,12 +526,14 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
     stacked.active.assign([True] * len(todo))
     compiled = stacked.evaluate(val, verbose=0, return_dict=True)
     predictions = stacked.predict(val, verbose=0)
+    predict_seconds = (time.monotonic() - start - seconds) / len(todo)
     outcomes = {}
     for i, (k, data) in enumerate(zip(todo, fold_data)):
         outcome = finish_fold(
-            k, seeds[k], models[i], data, settings.task, fold_logs(compiled, i), np.asarray(predictions[i]),
+            k, seeds[k], models[i], data, settings, fold_logs(compiled, i), np.asarray(predictions[i]),
             history=_merge_history(previous[i], dispatcher.histories[i]),
-            info={"seconds": seconds, "initial_epoch": initial_epoch, "strategy": "stacked", "stacked_folds": list(todo)},
+            info={"seconds": seconds, "initial_epoch": initial_epoch, "strategy": "stacked", "stacked_folds": list(todo),
+                  "predict_seconds": predict_seconds},
         )
         publish_fold(k, outcome, store, fold_cbs)
         outcomes[k] = outcome

@@ -124,6 +124,8 @@ class FoldProgress(FoldCallback):
         self._todo = max((self.num_folds - finished) * self._epochs, 1)
         self._done = 0
         self._start = time.monotonic()
+        if logs.get("strategy"):
+            self._write(f"Strategy: {logs['strategy']} ({logs.get('strategy_reason', '')}).\n")
         if finished:
             self._write(f"Resuming: {finished} of {self.num_folds} folds already finished.\n")
 

@@ -22,10 +22,11 @@ import numpy as np
 from tfcv import _checks, _compat, _parallel, _sequential, _stacked
 from tfcv._fold import FoldSettings, build_fold_model, fold_seeds
 from tfcv._fold_sources import fold_source
-from tfcv._run_dir import _RunStore, model_fingerprint
+from tfcv._run_dir import _RunStore, model_fingerprint, weights_fingerprint
 from tfcv._targets import check_against_model
 from tfcv.callbacks import call_hook, snapshot_state, split_callbacks
 from tfcv.folds import FoldPlan, _is_splitter
+from tfcv.metrics import check_scoring
 from tfcv.result import CVResult, _FoldOutcome
 
 __all__ = ["CrossValidator"]
@@ -132,6 +133,10 @@ class CrossValidator:
         pipeline: Any = None,
         n_jobs: int | None = None,
         distribute: Any = None,
+        scoring: Any = None,
+        return_train_score: bool = False,
+        sample_weight: Any = None,
+        class_weight: Any = None,
     ) -> CVResult:
         """Trains and scores one fresh model per fold.
 
@@ -183,6 +188,27 @@ class CrossValidator:
                 by `TF_CONFIG`). Each fold's model is built and trained under
                 its scope; `batch_size` is the global batch size, split
                 across the replicas. Defaults to `None`.
+            scoring: What `sklearn.model_selection.cross_validate` takes: a
+                scorer name (`"balanced_accuracy"`, `"roc_auc_ovr"`,
+                `"neg_log_loss"`, ...), a callable `(estimator, X, y)`
+                such as `sklearn.metrics.make_scorer(...)`, a list of names
+                or a dict of names or callables. Each fold's validation
+                predictions are scored (the scorer's estimator answers from
+                them; nothing is predicted again), in addition to the
+                default scores. `CVResult.to_dict()` keys them as
+                `cross_validate` does. Defaults to `None`.
+            return_train_score: `bool`. Also score each fold's training
+                split (in-memory arrays), as `train_<name>`. Defaults to
+                `False`.
+            sample_weight: One weight per sample of `x` (in-memory arrays):
+                each fold trains with its training rows' weights, and its
+                loss, compiled metrics and scores are weighted by its
+                validation rows' weights. Defaults to `None`.
+            class_weight: `"balanced"` (weights `n / (n_classes *
+                count)` computed on each fold's training split only) or a
+                dict `{class: weight}`: multiplies the training weights, as
+                scikit-learn's `class_weight` acts on fitting only.
+                Defaults to `None`.
 
         Returns:
             A `CVResult`.
@@ -199,16 +225,19 @@ class CrossValidator:
             raise ValueError("Use either `n_jobs` (folds in parallel) or `distribute` (replicas inside a fold), not both.")
         if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1):
             raise ValueError(f"Invalid value for argument `n_jobs`. Received: n_jobs={n_jobs!r}. Expected None, -1 or an int >= 1.")
-        source = fold_source(self.folds, x, y, groups, seed=self.seed, batch_size=batch_size, pipeline=pipeline)
+        scorers = check_scoring(scoring)
+        source = fold_source(self.folds, x, y, groups, seed=self.seed, batch_size=batch_size, pipeline=pipeline,
+                             sample_weight=sample_weight, class_weight=class_weight)
         plan = source.plan
         task = self.task if self.task != "auto" else source.task()
         if self.deterministic:
             _compat.enable_op_determinism()
-        settings = FoldSettings(self.build_fn, task, epochs, batch_size, self.deterministic, distribute)
+        settings = FoldSettings(self.build_fn, task, epochs, batch_size, self.deterministic, distribute,
+                                scorers=scorers and scorers[0], return_train_score=bool(return_train_score))
 
         seeds = fold_seeds(self.seed, len(plan))
         check_model = build_fold_model(self.build_fn, seeds[0], distribute)
-        strategy = self._resolve_strategy(check_model, n_jobs, distribute)
+        strategy, reason = self._choose_strategy(check_model, len(plan), batch_size, n_jobs, distribute)
         config = {
             "seed": self.seed,
             "epochs": epochs,
@@ -218,6 +247,13 @@ class CrossValidator:
             "model": model_fingerprint(check_model),
         }
         config.update(check_against_model(source, check_model, task))
+        # Only settings that were given, so that earlier run directories resume.
+        config.update({key: value for key, value in (
+            ("scoring", scorers and scorers[1]),
+            ("return_train_score", bool(return_train_score) or None),
+            ("sample_weight", weights_fingerprint(sample_weight)),
+            ("class_weight", class_weight),
+        ) if value is not None})
         store = _RunStore(run_dir) if run_dir is not None else None
         with store if store is not None else contextlib.nullcontext():
             finished: dict[int, _FoldOutcome] = {}
@@ -225,20 +261,24 @@ class CrossValidator:
                 store.prepare(config, plan)
                 finished = store.load_finished(plan, task=task, seeds=seeds, epochs=epochs)
             return self._run(
-                settings, source, seeds, strategy, config, store, finished, prebuilt_model=check_model,
+                settings, source, seeds, (strategy, reason), config, store, finished, prebuilt_model=check_model,
                 callbacks=callbacks, verbose=verbose, n_jobs=n_jobs,
             )
 
     def _run(self, settings, source, seeds, strategy, config, store, finished, *, prebuilt_model, callbacks, verbose,
              n_jobs) -> CVResult:
         plan, epochs, task, distribute = source.plan, settings.epochs, settings.task, settings.distribute
+        strategy, reason = strategy
 
         fold_cbs, plain_cbs = split_callbacks(callbacks, verbose)
         snapshots = [snapshot_state(cb) for cb in plain_cbs]
         for cb in fold_cbs:
             cb.num_folds = len(plan)
             cb.histories = {k: outcome.history for k, outcome in finished.items()}
-        call_hook(fold_cbs, "on_cv_begin", {"num_folds": len(plan), "epochs": epochs, "finished_folds": sorted(finished)})
+        call_hook(fold_cbs, "on_cv_begin", {
+            "num_folds": len(plan), "epochs": epochs, "finished_folds": sorted(finished),
+            "strategy": strategy, "strategy_reason": reason,
+        })
 
         todo = [k for k in range(len(plan)) if k not in finished]
         # The model built to fingerprint the run is fold 0's (same seed).
@@ -272,16 +312,18 @@ class CrossValidator:
             outcomes.append(outcome)
 
         result = CVResult._from_outcomes(
-            outcomes, plan, task, n_samples=source.n_samples, info={**config, "seeds": seeds, "strategy": strategy}
+            outcomes, plan, task, n_samples=source.n_samples, info={**config, "seeds": seeds, "strategy": strategy, "strategy_reason": reason}
         )
         if store is not None:
             store.finish(result)
         call_hook(fold_cbs, "on_cv_end", {name: result.mean(name) for name in result.scores})
         return result
 
-    def _resolve_strategy(self, model, n_jobs, distribute) -> str:
+    def _choose_strategy(self, model, n_folds, batch_size, n_jobs, distribute) -> tuple[str, str]:
+        """The strategy that trains the folds, and why (for the run's info
+        and the progress display)."""
         if self.strategy == "sequential":
-            return "sequential"
+            return "sequential", "strategy='sequential'"
         parallel = n_jobs not in (None, 1)
         if self.strategy == "stacked":
             if parallel or distribute is not None:
@@ -296,7 +338,27 @@ class CrossValidator:
                     f"The model cannot be stacked: {problem}. Use strategy='sequential' (or strategy='auto', "
                     "which falls back to it)."
                 )
-            return "stacked"
+            return "stacked", "strategy='stacked'"
+        if parallel:
+            return "sequential", f"n_jobs={n_jobs} trains the folds in joblib workers"
+        if distribute is not None:
+            return "sequential", "distribute= spreads each fold over replicas"
+        problem = _stacked.stacking_problem(model)
+        if problem is not None:
+            warnings.warn(
+                f"strategy='auto': training the folds one after the other because the model cannot be stacked: {problem}.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return "sequential", f"the model cannot be stacked: {problem}"
+        needed, available = _stacked.memory_estimate(model, n_folds, batch_size), _stacked.available_memory()
+        fits = available is None or needed <= available // 2
+        where = f"about {_stacked.format_bytes(needed)} for {n_folds} copies" + (
+            f", {_stacked.format_bytes(available)} available" if available is not None else ""
+        )
+        if not fits:
+            return "sequential", f"the {n_folds} fold models side by side would not fit in memory ({where})"
+        return "stacked", f"the {n_folds} fold models fit in memory side by side ({where})"
         if parallel or distribute is not None:
             return "sequential"
         problem = _stacked.stacking_problem(model)
