@@ -64,9 +64,12 @@ class CrossValidator:
             each copy a batch drawn from its own fold's training split only,
             and each copy keeps its own weights, optimizer state, metrics,
             callbacks and early stopping. `"auto"` stacks when the model
-            can be stacked and `n_jobs`/`distribute` are not used, and
-            otherwise trains sequentially (with a warning when the model is
-            the reason). Defaults to `"sequential"`.
+            can be stacked, the K copies fit in memory side by side (an
+            estimate from the weights and the activations of one batch) and
+            `n_jobs`/`distribute` are not used, and otherwise trains
+            sequentially (with a warning when the model is the reason); the
+            choice and its reason are in `result.info["strategy"]` and
+            `result.info["strategy_reason"]`. Defaults to `"sequential"`.
 
     Example:
 
