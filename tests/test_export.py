@@ -76,7 +76,7 @@ def test_fold_ensemble_matches_result_ensemble(cv_result, ensemble_bundle, digit
         np.testing.assert_allclose(folds[:, k], model.predict(x, verbose=0), atol=1e-5)
 
     randomized = loaded.signatures["predict_randomized"](inputs=tf.constant(x[:20]))
-    assert set(randomized) == {"mean", "std", "predictive_entropy", "agreement"}
+    assert set(randomized) == {"mean", "std", "predictive_entropy", "mutual_information", "agreement"}
     # The tiny CNN has no random layer: the folds are the only variation,
     # and every fold has the same weight, so the mean is the fold mean.
     np.testing.assert_allclose(randomized["mean"].numpy(), served[:20], atol=1e-5)
@@ -88,6 +88,12 @@ def test_fold_ensemble_matches_result_ensemble(cv_result, ensemble_bundle, digit
     p = served[:20]
     np.testing.assert_allclose(
         randomized["predictive_entropy"].numpy(), -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1), atol=1e-4
+    )
+    # Mutual information: entropy of the mean minus the folds' mean entropy.
+    fold_entropy = -(folds[:20] * np.log(np.clip(folds[:20], 1e-12, 1))).sum(-1).mean(axis=1)
+    np.testing.assert_allclose(
+        randomized["mutual_information"].numpy(),
+        np.maximum(randomized["predictive_entropy"].numpy() - fold_entropy, 0), atol=1e-4,
     )
 
 
@@ -270,7 +276,7 @@ def test_without_randomized_and_other_tasks(tmp_path):
     loaded = tf.saved_model.load(path)
     served = loaded.signatures["serving_default"](inputs=x)["outputs"].numpy()
     np.testing.assert_allclose(served, tf.nn.softmax(regressor(x)).numpy(), atol=1e-5)
-    assert set(loaded.signatures["predict_randomized"](inputs=x)) == {"mean", "std", "predictive_entropy", "agreement"}
+    assert set(loaded.signatures["predict_randomized"](inputs=x)) == {"mean", "std", "predictive_entropy", "mutual_information", "agreement"}
     with pytest.raises(ValueError, match="3 names for a model with 2 classes"):
         export.export_saved_model(regressor, tmp_path / "bad", randomized=None,
                                   metadata={"task": "classification", "class_names": ["a", "b", "c"]})

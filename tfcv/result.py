@@ -129,6 +129,34 @@ class CVResult:
                 f"{k} {v:.4f}" for k, v in self.test_scores.items()))
         return "\n".join(out)
 
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """The result as `sklearn.model_selection.cross_validate` returns
+        its own: `fit_time`, `score_time`, `test_<name>` and (with
+        `return_train_score=True`) `train_<name>`, one value per fold.
+
+        With `fit(..., scoring=...)` the names are those `cross_validate`
+        gives that `scoring` (`test_score` for a single scorer); without,
+        every score of the result (`test_loss`, `test_accuracy`, ...).
+
+        Example:
+
+        >>> result = cv.fit(x, y, scoring=["balanced_accuracy", "roc_auc_ovr"])
+        >>> result.to_dict()["test_roc_auc_ovr"]
+        """
+        keys = self.info.get("scoring") or {
+            name: name for name in self.scores if not name.startswith("train_")
+        }
+        out = {
+            "fit_time": np.asarray([info.get("fit_time", np.nan) for info in self.fold_info], dtype="float64"),
+            "score_time": np.asarray([info.get("score_time", np.nan) for info in self.fold_info], dtype="float64"),
+        }
+        for key, name in keys.items():
+            out[f"test_{key}"] = self._metric(name)
+        for key, name in keys.items():
+            if f"train_{name}" in self.scores:
+                out[f"train_{key}"] = self._metric(f"train_{name}")
+        return out
+
     def to_frame(self):
         """Per-fold scores as a pandas DataFrame (index `fold`). Needs pandas."""
         try:
@@ -190,6 +218,57 @@ class CVResult:
         predictions = self.predict(x, batch_size=batch_size)
         self.test_scores = score_predictions(np.asarray(y), predictions, self.task)
         return dict(self.test_scores)
+
+    def calibration(self, x: Any = None, y: Any = None, *, randomized: Any = None,
+                    n_bins: int = 15) -> dict[str, dict]:
+        """Temperatures fitted on the out-of-fold predictions, and what they do.
+
+        For every predictor `tfcv.export.export_saved_model` serves, a
+        temperature `T` is fitted by minimizing the negative log-likelihood
+        of `softmax(log(p) / T)` on out-of-fold predictions made the way that
+        predictor predicts: for `serving_default`, each fold model's plain
+        predictions on its own validation fold; for `predict_randomized`
+        (when `randomized` and the training data are given), each fold model
+        randomized as the signature randomizes it (every draw tempered, then
+        averaged), on its own validation fold. No row is predicted by a
+        model that trained on it. These are the temperatures
+        `export_saved_model(..., calibration="temperature")` applies.
+
+        Args:
+            x: The inputs the cross-validation ran on (needed for
+                `predict_randomized` only).
+            y: The targets the cross-validation ran on (checked with `x`
+                against the plan's fingerprint).
+            randomized: A `tfcv.export.Randomized`, or `None` to calibrate
+                `serving_default` only. Defaults to `None`.
+            n_bins: `int`. Equal-width bins of the reported ECE. Defaults
+                to `15`.
+
+        Returns:
+            `{predictor: {"temperature", "n", "before": {...}, "after":
+            {...}}}`, `before`/`after` holding the out-of-fold `accuracy`,
+            `nll`, `brier` and `ece`.
+
+        Example:
+
+        >>> result.calibration()["serving_default"]["temperature"]
+        0.81
+        """
+        from tfcv import _calibration
+
+        if self.task != "classification":
+            raise ValueError("CVResult.calibration() fits temperatures of classifiers; this result is a regression.")
+        report = {}
+        for name, (target, draws, _) in _calibration.oof_outputs(self, x, y, randomized=randomized).items():
+            temperature = _calibration.fit_temperature(target, draws)
+            report[name] = {
+                "temperature": temperature,
+                "n": int(draws.shape[1]),
+                "before": _calibration.classification_report(target, draws.mean(axis=0), n_bins=n_bins),
+                "after": _calibration.classification_report(
+                    target, _calibration.mean_draws(draws, temperature), n_bins=n_bins),
+            }
+        return report
 
     # --------------------------------------------------------- persistence
 

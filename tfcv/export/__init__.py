@@ -15,7 +15,12 @@ with up to three `tensorflow/serving/predict` signatures:
   axis 1.
 - `predict_randomized`: `samples` randomized forward passes in one
   vectorized graph, reduced to `mean`, `std` and, for classifiers,
-  `predictive_entropy` and `agreement`.
+  `predictive_entropy`, `mutual_information` and `agreement`.
+- `predict_set` (with `conformal=Conformal(...)`, classifiers): conformal
+  prediction sets; `predict_interval` (regressors): CV+ intervals.
+
+`calibration="temperature"` fits a temperature per signature on the
+out-of-fold predictions and applies it inside the signature.
 
 The layout itself (reading and writing versions, signature defs, metadata,
 warmup records, `models.config`) lives in `tfcv.bundle`, shared with
@@ -33,6 +38,7 @@ from tfcv.bundle import (
     read_signature_defs,
     write_model_config,
 )
+from tfcv.export._calibrated import PREDICT_INTERVAL, PREDICT_SET, Conformal
 from tfcv.export._describe import describe
 from tfcv.export._publish import export_saved_model
 from tfcv.export._randomized import Randomized
@@ -43,11 +49,14 @@ __all__ = [
     "ASSETS_EXTRA",
     "METADATA_FILE",
     "PREDICT_FOLDS",
+    "PREDICT_INTERVAL",
     "PREDICT_METHOD",
     "PREDICT_RANDOMIZED",
+    "PREDICT_SET",
     "SERVING_DEFAULT",
     "WARMUP_FILE",
     "BundleError",
+    "Conformal",
     "Randomized",
     "describe",
     "existing_versions",

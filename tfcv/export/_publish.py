@@ -34,6 +34,10 @@ import keras
 import tensorflow as tf
 
 from tfcv import _atomic, bundle
+from tfcv.export._calibrated import Conformal
+from tfcv.export._calibrated import check_arguments as check_calibration
+from tfcv.export._calibrated import fit as fit_calibration
+from tfcv.export._image_bytes import ImageBytes
 from tfcv.export._randomized import Randomized
 from tfcv.export._signatures import _ExportPlan, check_metadata
 from tfcv.export._sources import CVResult, resolve
@@ -61,6 +65,10 @@ def export_saved_model(
     warmup: bool | Any = True,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    image_bytes: bool = False,
+    calibration: str | None = None,
+    conformal: Conformal | None = None,
+    calibration_data: tuple | None = None,
 ) -> str:
     """Writes a TensorFlow Serving bundle to `base_path/<version>`.
 
@@ -99,6 +107,31 @@ def export_saved_model(
         overwrite: `bool`. Replace an existing version directory, with one
             atomic exchange where the file system allows it (see the module
             docstring). Defaults to `False`.
+        image_bytes: `bool`. Also write `serving_bytes`,
+            `predict_folds_bytes` and `predict_randomized_bytes` (one twin
+            per signature) taking `image_bytes`, a batch of encoded images
+            (JPEG, PNG, GIF, BMP) decoded, resized and scaled to the input
+            range in the graph as `tfcv.sources` reads image folders. Needs
+            a model taking images. Defaults to `False`.
+        calibration: `"temperature"` or `None`. Fits one temperature per
+            served classifier signature on out-of-fold predictions made the
+            way that signature predicts (see `CVResult.calibration`) and
+            applies it inside the signature (every fold's, every draw's
+            probabilities become `softmax(log(p) / T)`); the temperatures
+            and the out-of-fold NLL and ECE before and after go to the
+            metadata under `calibration`. Needs a `CVResult`. Defaults to
+            `None`.
+        conformal: A `tfcv.export.Conformal`, or `None`. Adds
+            `predict_set` (classifiers: `set`, `set_size`) or
+            `predict_interval` (regressors: `lower`, `upper`, CV+) with
+            thresholds from the out-of-fold scores of the same predictor;
+            the metadata records alpha, the method, the threshold and the
+            out-of-fold coverage under `conformal`. Needs a `CVResult`.
+            Defaults to `None`.
+        calibration_data: `(x, y)`, the data the cross-validation ran on.
+            Needed to calibrate `predict_randomized` (each fold model is
+            randomized on its own validation fold); checked against the
+            plan's fingerprint. Defaults to `None`.
 
     Returns:
         The path of the published version directory.
@@ -115,7 +148,16 @@ def export_saved_model(
         )
     metadata = check_metadata(metadata)
     models, result = resolve(obj)
+    check_calibration(calibration, conformal, calibration_data, randomized)
     plan = _ExportPlan(models, result, randomized, metadata, warmup)
+    if image_bytes:
+        plan.image_bytes = ImageBytes(plan)
+    if calibration is not None or conformal is not None:
+        plan.calibrated = fit_calibration(
+            result, task=plan.task, n_outputs=len(plan.output_names), randomized=randomized,
+            calibration=calibration, conformal=conformal, calibration_data=calibration_data,
+            predictors=tuple(plan.signature_functions()),
+        )
 
     base_path = os.path.abspath(os.fspath(base_path))
     model_name = os.path.basename(base_path)

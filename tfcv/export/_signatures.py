@@ -20,8 +20,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcv import __version__, _atomic, _compat, bundle
+from tfcv import __version__, _atomic, _calibration, _compat, bundle
 from tfcv.bundle import SERVING_DEFAULT, BundleError
+from tfcv.export._calibrated import (
+    PREDICT_INTERVAL,
+    PREDICT_SET,
+    Calibrated,
+    prediction_interval,
+    prediction_set,
+    temper,
+)
 from tfcv.export._randomized import (
     Randomized,
     agreement,
@@ -31,6 +39,7 @@ from tfcv.export._randomized import (
     tile,
 )
 from tfcv.export._sources import CVResult
+from tfcv.export._strings import sentences
 from tfcv.layers import randomized_inference
 
 PREDICT_FOLDS = "predict_folds"
@@ -129,6 +138,9 @@ class _ExportPlan:
                 stacklevel=3,
             )
         self.splits = [None if randomized is None else split_at_randomness(m, randomized) for m in self.models]
+        # `tfcv.export._image_bytes.ImageBytes` when the bundle also takes
+        # encoded images (`export_saved_model(image_bytes=True)`).
+        self.image_bytes = None
         self.input_range = self._input_range(warmup)
         self.warmup = warmup is not False and warmup is not None
         if self.warmup and any(d is None for d in self.input_shape[1:]):
@@ -146,10 +158,21 @@ class _ExportPlan:
             for name, value in reference.items()
         }
         self.class_names = self._class_names(reference) if self.task == "classification" else None
+        # Temperatures and conformal state, fitted on the folds by
+        # `tfcv.export._calibrated.fit`; the default changes nothing.
+        self.calibrated = Calibrated()
 
     # ------------------------------------------------------------ specs
 
     def _input_range(self, warmup):
+        self.text_samples = None
+        if self.input_dtype == tf.string:
+            # Sentences carry no value range; warmup text comes from the
+            # given samples or the models' adapted vocabulary.
+            self.sample_shape = self.input_shape[1:]
+            if warmup is not True and warmup is not False and warmup is not None:
+                self.text_samples = np.asarray(warmup, dtype=object)
+            return None
         if warmup is not True and warmup is not False and warmup is not None:
             samples = np.asarray(warmup)
             if samples.size == 0 or not np.issubdtype(samples.dtype, np.number):
@@ -170,6 +193,8 @@ class _ExportPlan:
         return [0.0, 255.0] if self.input_dtype.is_integer else [0.0, 1.0]
 
     def random_inputs(self, batch_size: int) -> np.ndarray:
+        if self.input_dtype == tf.string:
+            return sentences(self.models[0], self.rng, (batch_size, *self.sample_shape), self.text_samples)
         return random_tensor(self.rng, (batch_size, *self.sample_shape), self.input_dtype, self.input_range)
 
     def _eager_outputs(self, model, x) -> dict[str, np.ndarray]:
@@ -201,7 +226,11 @@ class _ExportPlan:
     # ----------------------------------------------------------- graphs
 
     def _outputs(self, model, x) -> dict[str, tf.Tensor]:
-        return self._convert(model(x, training=False), model)
+        converted = self._convert(model(x, training=False), model)
+        if self.task != "classification":
+            return converted
+        t = self.calibrated.temperature(SERVING_DEFAULT)
+        return {name: temper(value, t) for name, value in converted.items()}
 
     def _convert(self, raw, model) -> dict[str, tf.Tensor]:
         outputs = _name_outputs(raw, model)
@@ -240,6 +269,7 @@ class _ExportPlan:
         batch = tf.shape(x)[0]
         draws: dict[str, list] = {name: [] for name in self.output_names}
         weights = []
+        t = self.calibrated.temperature(PREDICT_RANDOMIZED) if self.task == "classification" else 1.0
         with randomized_inference(augmentation=bool(config.augmentation), dropout=bool(config.mc_dropout)):
             for model, split, count in zip(self.models, self.splits, counts):
                 # One call on the batch tiled `count` times: the randomized
@@ -252,6 +282,7 @@ class _ExportPlan:
                     shared = prefix(x, training=False)
                     raw = suffix(tf.nest.map_structure(lambda t, n=count: tile(t, n), shared), training=False)
                 for name, value in self._convert(raw, model).items():
+                    value = temper(value, t)
                     rest = value.shape[1:]
                     shape = [count, -1, *rest] if rest.is_fully_defined() else tf.concat(
                         [[count, batch], tf.shape(value)[1:]], axis=0)
@@ -268,6 +299,9 @@ class _ExportPlan:
             if self.task == "classification":
                 stats["predictive_entropy"] = entropy(mean)
                 stats["agreement"] = agreement(y, w)
+                # The epistemic part of the entropy: what the draws disagree on.
+                stats["mutual_information"] = tf.maximum(
+                    stats["predictive_entropy"] - tf.reduce_sum(wb[..., 0] * entropy(y), axis=0), 0.0)
             prefix = "" if len(self.output_names) == 1 else f"{name}_"
             outputs.update({prefix + key: value for key, value in stats.items()})
         return outputs
@@ -280,19 +314,43 @@ class _ExportPlan:
             functions[PREDICT_FOLDS] = self.predict_folds
         if self.randomized is not None:
             functions[PREDICT_RANDOMIZED] = self.predict_randomized
+        if self.calibrated.conformal is not None:
+            if self.task == "classification":
+                functions[PREDICT_SET] = self.predict_set
+            else:
+                functions[PREDICT_INTERVAL] = self.predict_interval
         return functions
+
+    def predict_set(self, x):
+        if self.calibrated.conformal.on == "randomized":
+            p = self.predict_randomized(x)["mean"]
+        else:
+            p = self.serve(x)[self.output_names[0]]
+        return prediction_set(p, self.calibrated.threshold, self.calibrated.conformal)
+
+    def predict_interval(self, x):
+        name = self.output_names[0]
+        return prediction_interval([self._outputs(model, x)[name] for model in self.models], self.calibrated)
+
+    def endpoints(self) -> dict:
+        """Signature name -> (function, input spec): the float signatures,
+        then their encoded-image twins when asked for."""
+        spec = tf.TensorSpec(self.input_shape, self.input_dtype, name=self.input_name)
+        endpoints = {name: (fn, spec) for name, fn in self.signature_functions().items()}
+        if self.image_bytes is not None:
+            endpoints.update(self.image_bytes.endpoints(endpoints))
+        return endpoints
 
     def write_saved_model(self, directory: str) -> dict:
         archive = keras.export.ExportArchive()
         for model in self.models:
             archive.track(model)
-        spec = tf.TensorSpec(self.input_shape, self.input_dtype, name=self.input_name)
         signatures = {}
-        for name, fn in self.signature_functions().items():
+        for name, (fn, spec) in self.endpoints().items():
             endpoint = archive.add_endpoint(name, _single_argument(fn), input_signature=[spec])
             concrete = endpoint.get_concrete_function()
             signatures[name] = {
-                "inputs": {self.input_name: _spec_dict(spec)},
+                "inputs": {spec.name: _spec_dict(spec)},
                 "outputs": {k: _spec_dict(v) for k, v in concrete.structured_outputs.items()},
             }
         states = self._seed_states()
@@ -337,6 +395,8 @@ class _ExportPlan:
                 value = outputs[name].astype("float32")
                 if self.from_logits[name]:
                     value = _np_probabilities(value)
+                if self.task == "classification":
+                    value = _calibration.temper(value, self.calibrated.temperature(SERVING_DEFAULT))
                 values.append(value)
             expected = np.mean(values, axis=0)
             diff = float(np.max(np.abs(np.asarray(got[name]) - expected)))
@@ -353,8 +413,10 @@ class _ExportPlan:
         if not self.warmup:
             return []
         return [
-            bundle.warmup_request(model_name, signature, {self.input_name: self.random_inputs(batch_size)})
-            for signature in self.signature_functions()
+            bundle.warmup_request(model_name, signature, {spec.name: (
+                self.random_inputs(batch_size) if spec.name == self.input_name
+                else self.image_bytes.random_inputs(batch_size))})
+            for signature, (_, spec) in self.endpoints().items()
             for batch_size in _warmup_batch_sizes(self.input_shape)
         ]
 
@@ -395,6 +457,7 @@ class _ExportPlan:
             "warmup": {"file": bundle.WARMUP_FILE, "records": warmup_records} if warmup_records else None,
             "versions": {"tfcv": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             "metadata": extra,
+            **{key: self.calibrated.metadata.get(key) for key in ("calibration", "conformal")},
         }
 
 
@@ -508,6 +571,10 @@ def random_tensor(rng, shape, dtype, value_range) -> np.ndarray:
         return rng.integers(math.ceil(low), math.floor(high) + 1, size=shape).astype(dtype.as_numpy_dtype)
     if dtype.is_floating:
         return rng.uniform(low, high, size=shape).astype(dtype.as_numpy_dtype)
+    if dtype == tf.string:
+        # Checks without warmup records: empty text is valid for any model
+        # that takes strings.
+        return np.full(shape, b"", dtype=object)
     raise TypeError(f"Cannot draw random inputs of dtype {dtype.name}; tfcv.export supports numeric inputs.")
 
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfcv import bundle
 from tfcv.bundle import METADATA_FILE, PREDICT_METHOD, SERVING_DEFAULT, BundleError
+from tfcv.export._calibrated import PREDICT_SET
 from tfcv.export._signatures import PREDICT_FOLDS, PREDICT_RANDOMIZED, random_tensor
 
 __all__ = ["verify"]
@@ -82,6 +83,8 @@ def check_bundle(version_dir: str, *, loaded=None) -> dict:
         expected.append(PREDICT_FOLDS)
     if metadata.get("randomized"):
         expected.append(PREDICT_RANDOMIZED)
+    if metadata.get("conformal"):
+        expected.append(metadata["conformal"].get("signature") or PREDICT_SET)
     for name in expected:
         if name not in declared:
             raise BundleError(f"{version_dir}: {METADATA_FILE} does not declare the expected signature {name!r}.")
