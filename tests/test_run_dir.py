@@ -84,8 +84,8 @@ def test_a_run_killed_at_any_point_resumes_to_the_scores_of_an_uninterrupted_run
     straight = scores_of(out)
 
     killed = tmp_path / "killed"
-    code, out, _ = run_script(tmp_path, killed, strategy, fault=fault, kill_on=kill_on)
-    assert code == -signal.SIGKILL, out
+    code, out, err = run_script(tmp_path, killed, strategy, fault=fault, kill_on=kill_on)
+    assert code == -signal.SIGKILL, out + err
     code, out, err = run_script(tmp_path, killed, strategy)
     assert code == 0, err
     if strategy == "sequential" and fault:

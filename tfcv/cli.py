@@ -33,6 +33,10 @@ RUN_DEFAULTS: dict[str, Any] = {
     "backend": None,
     "address": None,
     "strategy": "sequential",
+    "data": None,
+    "image_size": None,
+    "text_column": None,
+    "label_column": None,
 }
 STRATEGIES = ("sequential", "stacked", "auto")
 
@@ -44,12 +48,12 @@ class CLIError(Exception):
 def _add_run_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "run",
-        help="cross-validate a model on the embedded digits data",
+        help="cross-validate a model on the embedded digits or your own data",
         description=(
-            "Cross-validates a model (the reference CNN unless the config has a `model:` section) "
-            "on the embedded digits data, prints per-fold scores and mean ± std, and writes a "
-            "resumable run directory. Keys of the optional YAML config mirror the flags "
-            "(batch_size or batch-size); flags win."
+            "Cross-validates a model (the reference CNN, or the reference text model for text, unless the "
+            "config has a `model:` section) on the embedded digits data or the data of --data (or a `data:` "
+            "section), prints per-fold scores and mean ± std, and writes a resumable run directory. Keys of "
+            "the optional YAML config mirror the flags (batch_size or batch-size); flags win."
         ),
     )
     p.add_argument("config", nargs="?", help="optional YAML experiment file")
@@ -77,6 +81,15 @@ def _add_run_parser(subparsers) -> None:
         help="how folds train: sequential (one after the other), stacked (all folds side by side in one graph) "
         f"or auto (default {RUN_DEFAULTS['strategy']})",
     )
+    p.add_argument(
+        "--data",
+        help="your data: an image folder (one subfolder per class), tfds:NAME[:SPLIT], FILE.npz (x, y, "
+        "optional groups) or FILE.csv (with --text-column and --label-column)",
+    )
+    p.add_argument("--image-size", dest="image_size", type=int, nargs=2, metavar=("H", "W"),
+                   help="resize images of --data to H x W (default 64 64 for image folders)")
+    p.add_argument("--text-column", dest="text_column", help="CSV column holding the sentences")
+    p.add_argument("--label-column", dest="label_column", help="CSV column holding the labels")
     p.set_defaults(handler=_run_command)
 
 
@@ -126,13 +139,13 @@ def resolve_run_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def _build_fn(config: dict, input_shape, num_classes):
+def _build_fn(config: dict, input_shape, num_classes, kind="image"):
     from tfcv.builder import ModelBuilder
-    from tfcv.models import ReferenceCNN
+    from tfcv.models import ReferenceCNN, TextClassifier
     from tfcv.spec import ModelSpec
 
     if not config.get("model"):
-        return ReferenceCNN(input_shape, num_classes)
+        return TextClassifier(num_classes) if kind == "text" else ReferenceCNN(input_shape, num_classes)
     # The data fills in what a `model:` section may leave out.
     spec = dict(config["model"])
     spec.setdefault("input_shape", list(input_shape))
@@ -153,17 +166,19 @@ def _run_command(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tfcv.crossval import CrossValidator
-    from tfcv.datasets import load_digits
     from tfcv.folds import holdout_split
 
-    x, y = load_digits()
+    data = _load_data(config)
+    x, y, groups, folds, pipeline = data.x, data.y, data.groups, data.folds, data.pipeline
     x_test = y_test = None
     if config["test_size"] is not None:
+        if not isinstance(x, np.ndarray):
+            raise CLIError(f"--test-size needs in-memory data (digits, .npz or .csv), not {data.description}")
         x, x_test, y, y_test = holdout_split(x, y, test_size=config["test_size"], seed=config["seed"])
-    build_fn = _build_fn(config, x.shape[1:], len(np.unique(y)))
-    cv = CrossValidator(build_fn, folds=config["folds"], seed=config["seed"], strategy=config["strategy"])
+    build_fn = _build_fn(config, data.input_shape, data.num_classes or len(np.unique(y)), data.kind)
+    cv = CrossValidator(build_fn, folds=folds or config["folds"], seed=config["seed"], strategy=config["strategy"])
     print(
-        f"tfcv run: {len(x)} digits, {config['folds']} folds x {config['epochs']} epochs, "
+        f"tfcv run: {data.description}, {config['folds']} folds x {config['epochs']} epochs, "
         f"batch size {config['batch_size']}, seed {config['seed']}"
         + (f", {config['strategy']} strategy" if config["strategy"] != "sequential" else "")
         + (f", {len(x_test)} held out for testing" if x_test is not None else "")
@@ -172,7 +187,7 @@ def _run_command(args: argparse.Namespace) -> int:
     )
     with backend:
         result = cv.fit(
-            x, y, epochs=config["epochs"], batch_size=config["batch_size"],
+            x, y, epochs=config["epochs"], batch_size=config["batch_size"], groups=groups, pipeline=pipeline,
             run_dir=config["run_dir"], verbose=config["verbose"], n_jobs=config["n_jobs"],
         )
     if x_test is not None:
@@ -189,6 +204,22 @@ def _run_command(args: argparse.Namespace) -> int:
         path = export_saved_model(result, config["export"])
         print(f"Exported TF Serving bundle to {path}")
     return 0
+
+
+def _load_data(config: dict):
+    from tfcv.sources import Data, load_data, parse_data
+
+    options = {key: config[key] for key in ("image_size", "text_column", "label_column")}
+    if config["data"] is None:
+        if any(v is not None for v in options.values()):
+            raise CLIError(f"{', '.join('--' + k.replace('_', '-') for k, v in options.items() if v is not None)} "
+                           "need --data (or a `data:` section)")
+        from tfcv.datasets import load_digits
+
+        x, y = load_digits()
+        return Data(x=x, y=y, groups=None, folds=None, input_shape=x.shape[1:], num_classes=None, class_names=None,
+                    kind="image", description=f"{len(x)} digits")
+    return load_data(parse_data(config["data"], **options), folds=config["folds"], seed=config["seed"])
 
 
 def _write_plots(result, run_dir) -> None:
@@ -219,6 +250,9 @@ def _add_export_parser(subparsers) -> None:
     p.add_argument("--no-randomized", dest="randomized", action="store_false",
                    help="leave the predict_randomized signature out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    p.add_argument("--image-bytes", dest="image_bytes", action="store_true",
+                   help="also write serving_bytes, predict_folds_bytes and predict_randomized_bytes, which take "
+                   "encoded images (JPEG, PNG, GIF, BMP; base64 over REST) as image_bytes")
     p.set_defaults(handler=_export_command)
 
 
@@ -228,6 +262,7 @@ def _export_command(args: argparse.Namespace) -> int:
     randomized = Randomized(args.samples) if args.randomized else None
     path = export_saved_model(
         args.run_dir, args.base_path, version=args.version, randomized=randomized, overwrite=args.overwrite,
+        image_bytes=args.image_bytes,
     )
     print(f"Exported TF Serving bundle to {path}")
     return 0
@@ -361,13 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfcv` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # A warning for a person at a terminal is one line, not Python's two.
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"tfcv: {category.__name__}: {message}\n"
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    with warnings.catch_warnings():
+        # A warning for a person at a terminal is one line, not Python's two
+        # (catch_warnings puts Python's own display back afterwards).
+        warnings.showwarning = _show_warning
+        return _handle(args)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"tfcv: {category.__name__}: {message}", file=file or sys.stderr)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args) or 0)
     except CLIError as error:
