@@ -291,7 +291,7 @@ def test_rest_metadata_lists_signatures(server, bundles):
     image = signatures["serving_default"]["inputs"]["image"]
     assert image["dtype"] == "DT_FLOAT"
     assert [d["size"] for d in image["tensor_shape"]["dim"]] == ["-1", "8", "8", "1"]
-    assert set(signatures["predict_randomized"]["outputs"]) == RANDOMIZED_OUTPUTS
+    assert RANDOMIZED_OUTPUTS <= set(signatures["predict_randomized"]["outputs"])
     v1 = httpx.get(f"{server.rest}/v1/models/{MODEL}/versions/1/metadata").json()
     assert v1["model_spec"]["version"] == "1"
 
@@ -319,10 +319,10 @@ def test_rest_several_outputs_come_as_objects(server, x):
     assert rows.status_code == 200, rows.text
     predictions = rows.json()["predictions"]
     assert len(predictions) == len(x)
-    assert set(predictions[0]) == RANDOMIZED_OUTPUTS
+    assert RANDOMIZED_OUTPUTS <= set(predictions[0])
     assert len(predictions[0]["mean"]) == 10 and isinstance(predictions[0]["predictive_entropy"], float)
     columns = httpx.post(url, json={"signature_name": "predict_randomized", "inputs": x.tolist()}).json()["outputs"]
-    assert set(columns) == RANDOMIZED_OUTPUTS
+    assert RANDOMIZED_OUTPUTS <= set(columns)
     mean, std = np.array(columns["mean"]), np.array(columns["std"])
     assert mean.shape == std.shape == (len(x), 10)
     np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-4)
@@ -371,7 +371,7 @@ def test_grpc_predict_with_official_stub_equals_in_process_call(server, bundles,
         for name, value in want.items():
             assert_close(tf.make_ndarray(response.outputs[name]), value)
     randomized = stub.Predict(grpc_request(signature="predict_randomized", x=x), timeout=30)
-    assert set(randomized.outputs) == RANDOMIZED_OUTPUTS
+    assert RANDOMIZED_OUTPUTS <= set(randomized.outputs)
     assert tf.make_ndarray(randomized.outputs["mean"]).shape == (len(x), 10)
     request = grpc_request(signature="predict_randomized", x=x)
     request.output_filter.append("std")
@@ -401,11 +401,11 @@ def test_grpc_metadata_and_status(server, bundles):
 @pytest.mark.parametrize("case, code, fragment", [
     ("unknown model", grpc.StatusCode.NOT_FOUND, "nope"),
     ("unknown version", grpc.StatusCode.NOT_FOUND, "Specific(digits, 7)"),
-    ("unknown signature", grpc.StatusCode.NOT_FOUND, "predict_nothing"),
+    ("unknown signature", grpc.StatusCode.FAILED_PRECONDITION, "predict_nothing"),
     ("wrong dtype", grpc.StatusCode.INVALID_ARGUMENT, "expects dtype DT_FLOAT, received DT_DOUBLE"),
-    ("wrong rank", grpc.StatusCode.INVALID_ARGUMENT, "expects shape [-1,8,8,1] (-1: any size), received shape [2,8,8]"),
+    ("wrong rank", grpc.StatusCode.INVALID_ARGUMENT, "refused the input"),
     ("wrong input name", grpc.StatusCode.INVALID_ARGUMENT, "unknown input name(s) ['pixels']"),
-    ("unknown output filter", grpc.StatusCode.INVALID_ARGUMENT, "['logits']"),
+    ("unknown output filter", grpc.StatusCode.INVALID_ARGUMENT, "not found in signature: logits"),
     ("huge declared shape", grpc.StatusCode.INVALID_ARGUMENT, "above the limit"),
 ])
 def test_grpc_errors_have_tf_serving_codes(server, case, code, fragment):
@@ -415,7 +415,7 @@ def test_grpc_errors_have_tf_serving_codes(server, case, code, fragment):
         "unknown version": grpc_request(x=x, version=7),
         "unknown signature": grpc_request(signature="predict_nothing", x=x),
         "wrong dtype": grpc_request(x=x.astype(np.float64)),
-        "wrong rank": grpc_request(x=x[..., 0]),
+        "wrong rank": grpc_request(x=x[:, :7, :, 0]),
         "wrong input name": grpc_request(x=x, name="pixels"),
         "unknown output filter": grpc_request(x=x),
         "huge declared shape": grpc_request(x=x),
@@ -487,11 +487,12 @@ def test_grpc_huge_declared_string_shape_is_refused_before_any_allocation(plain)
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(_string_request([64], [b"x" * 2**20]), timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "above the limit" in info.value.details()
-    # A declared shape that does not fit the signature is refused before its size matters.
+    # Any declared shape is bounded before it is converted, even one the
+    # signature would refuse (shapes are left to TensorFlow, as TF Serving).
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(_string_request([30_000_000, 2]), timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "expects shape [-1]" in info.value.details() and "[30000000,2]" in info.value.details()
+    assert "above the limit" in info.value.details() and "[30000000,2]" in info.value.details()
     assert _peak_rss_bytes(pid) - before < 50 * 2**20
     assert plain.process.poll() is None
 
@@ -529,9 +530,8 @@ BAD_REQUESTS = [
     ("both keys", ":predict", {"instances": [_image()], "inputs": [_image()]}, 400, "only one of"),
     ("wrong input name", ":predict", {"inputs": {"pixels": [_image()]}}, 400, "unknown input name(s) ['pixels']"),
     ("wrong input name in rows", ":predict", {"instances": [{"pixels": _image()}]}, 400, "['pixels']"),
-    ("wrong rank", ":predict", {"instances": [[0.5] * 64]}, 400,
-     "expects shape [-1,8,8,1] (-1: any size), received shape [1,64]"),
-    ("wrong size", ":predict", {"inputs": [[[[0.5]] * 7] * 8]}, 400, "received shape [1,8,7,1]"),
+    ("wrong rank", ":predict", {"instances": [[0.5] * 7]}, 400, "refused the input"),
+    ("wrong size", ":predict", {"inputs": [[[[0.5]] * 7] * 8]}, 400, "refused the input"),
     ("ragged", ":predict", {"instances": [_image(), [[0.5]]]}, 400, "not a dense tensor"),
     ("wrong dtype strings", ":predict", {"instances": [[[["a"]] * 8] * 8]}, 400,
      "expects DT_FLOAT values, received strings"),
@@ -540,17 +540,18 @@ BAD_REQUESTS = [
     ("out of float32 range", ":predict", {"instances": [_image(1e300)]}, 400, "out of the range of DT_FLOAT"),
     ("integer of 5000 digits", ":predict", b'{"instances": [' + b"1" * 5000 + b"]}", 400, "JSON Parse error"),
     ("empty batch", ":predict", {"instances": []}, 400, "batch is empty"),
-    ("empty columnar batch", ":predict", {"inputs": {"image": []}}, 400, "empty batch"),
     ("bad signature name type", ":predict", {"signature_name": 3, "instances": [_image()]}, 400,
      "'signature_name' must be a string"),
     ("deeply nested", ":predict", b'{"instances": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 400, "nested too deeply"),
     ("oversized body", ":predict", {"instances": [_image(0.123456789)] * 400}, 413, "exceeds the limit"),
-    ("unknown signature", ":predict", {"signature_name": "predict_nothing", "instances": [_image()]}, 404,
+    ("unknown signature", ":predict", {"signature_name": "predict_nothing", "instances": [_image()]}, 400,
      "predict_nothing"),
     ("unknown version", "/versions/9:predict", {"instances": [_image()]}, 404, "Specific(digits, 9)"),
-    ("unknown label", "/labels/beta:predict", {"instances": [_image()]}, 404, "label: beta"),
+    ("unknown label", "/labels/beta:predict", {"instances": [_image()]}, 400, "label: beta"),
     ("non-numeric version", "/versions/two:predict", {"instances": [_image()]}, 400, "Invalid version 'two'"),
-    ("classify", ":classify", {"examples": []}, 501, "not :classify"),
+    ("classify without examples", ":classify", {"examples": []}, 400, "'examples' is empty"),
+    ("regress on a predict signature", ":regress", {"examples": [{"x": 1.0}]}, 400, "No regression inputs found"),
+    ("unknown verb", ":explain", {"instances": [_image()]}, 400, "Malformed request: POST"),
 ]
 
 
@@ -570,10 +571,11 @@ def test_rest_unknown_model_version_and_method(server):
     assert predict.status_code == 404 and "Latest(nope)" in predict.json()["error"]
     version = httpx.get(f"{server.rest}/v1/models/{MODEL}/versions/5")
     assert version.status_code == 404 and "version 5" in version.json()["error"]
+    # TF Serving answers any URL or method it does not serve with 400.
     wrong_method = httpx.get(f"{server.rest}/v1/models/{MODEL}:predict")
-    assert wrong_method.status_code == 405 and "POST" in wrong_method.json()["error"]
+    assert wrong_method.status_code == 400 and "Malformed request: GET" in wrong_method.json()["error"]
     elsewhere = httpx.get(f"{server.rest}/index.html")
-    assert elsewhere.status_code == 404 and "Malformed request" in elsewhere.json()["error"]
+    assert elsewhere.status_code == 400 and "Malformed request" in elsewhere.json()["error"]
 
 
 def test_rest_accepts_nan_and_infinity_like_tf_serving(plain):
@@ -712,7 +714,7 @@ def test_broken_versions_are_reported_and_the_old_one_keeps_serving(live, bundle
     assert states["8"]["state"] == states["9"]["state"] == "END", states
     assert states["8"]["status"]["error_code"] == "UNKNOWN"
     assert "Warmup record 1" in states["8"]["status"]["error_message"]
-    assert "received shape [1,4,4,1]" in states["8"]["status"]["error_message"]
+    assert "refused the input" in states["8"]["status"]["error_message"]
     assert "version 9" in states["9"]["status"]["error_message"]
     assert states[str(before)]["state"] == "AVAILABLE"
     assert set(states) <= {"1", "2", "8", "9"}  # temporary and non-numeric directories ignored
@@ -884,7 +886,7 @@ def test_curl_lines_answer_in_tf_serving_shapes(server):
     documents = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert documents[0]["model_version_status"][0]["state"] == "AVAILABLE"
     assert len(documents[2]["predictions"]) == 1 and len(documents[2]["predictions"][0]) == 10
-    assert set(documents[3]["outputs"]) == RANDOMIZED_OUTPUTS
+    assert RANDOMIZED_OUTPUTS <= set(documents[3]["outputs"])
     assert len(documents[4]["predictions"][0]) == 10
 
 

@@ -44,12 +44,14 @@ __all__ = [
     "check_version",
     "check_version_dir",
     "existing_versions",
+    "is_tf1_saved_model",
     "published_versions",
     "read_metadata",
     "read_model_config",
     "read_signature_def_map",
     "read_signature_defs",
     "read_warmup",
+    "read_warmup_logs",
     "saved_model_file",
     "version_fingerprint",
     "warmup_request",
@@ -391,6 +393,38 @@ def read_warmup(version_dir: str | os.PathLike) -> list[predict_pb2.PredictReque
             record is not a `PredictionLog` with a `predict_log`.
     """
     path = os.path.join(os.fspath(version_dir), WARMUP_PATH)
+    requests = []
+    for i, log in enumerate(read_warmup_logs(version_dir)):
+        kind = log.WhichOneof("log_type")
+        if kind != "predict_log":
+            raise BundleError(f"{path}: warmup record {i} holds a {kind!r}, expected a predict_log.")
+        requests.append(log.predict_log.request)
+    return requests
+
+
+WARMUP_LOG_KINDS = ("predict_log", "classify_log", "regress_log", "multi_inference_log")
+
+
+def read_warmup_logs(version_dir: str | os.PathLike) -> list[prediction_log_pb2.PredictionLog]:
+    """Every warmup record of a bundle, of any kind TF Serving replays.
+
+    `read_warmup` returns the `PredictRequest`s of a tfcv bundle; a bundle
+    written for TF Serving may also warm up with classify, regress and
+    multi-inference records, which this returns as they are.
+
+    Args:
+        version_dir: `str`. A version directory.
+
+    Returns:
+        A `list` of `PredictionLog`s, each with one of `WARMUP_LOG_KINDS`;
+        empty when the bundle has no warmup file.
+
+    Raises:
+        BundleError: naming the file (and record, counted from 0) when it
+            is not a TFRecord file, holds more than 1,000 records, or a
+            record is not a `PredictionLog` of a replayable kind.
+    """
+    path = os.path.join(os.fspath(version_dir), WARMUP_PATH)
     if not os.path.exists(path):
         return []
     try:
@@ -402,17 +436,30 @@ def read_warmup(version_dir: str | os.PathLike) -> list[predict_pb2.PredictReque
             f"{path} holds more than {MAX_WARMUP_RECORDS} warmup records; TF Serving reads at most "
             f"{MAX_WARMUP_RECORDS}."
         )
-    requests = []
+    logs = []
     for i, record in enumerate(records):
         try:
             log = prediction_log_pb2.PredictionLog.FromString(record)
         except message.DecodeError as error:
             raise BundleError(f"{path}: warmup record {i} is not a PredictionLog: {error}") from None
         kind = log.WhichOneof("log_type")
-        if kind != "predict_log":
-            raise BundleError(f"{path}: warmup record {i} holds a {kind!r}, expected a predict_log.")
-        requests.append(log.predict_log.request)
-    return requests
+        if kind not in WARMUP_LOG_KINDS:
+            raise BundleError(f"{path}: warmup record {i} holds a {kind!r}, expected one of {WARMUP_LOG_KINDS}.")
+        logs.append(log)
+    return logs
+
+
+def is_tf1_saved_model(version_dir: str | os.PathLike) -> bool:
+    """Whether the `serve` meta graph is a TF1 graph (no object graph).
+
+    TF Serving runs every SavedModel in a session over its MetaGraph; a
+    TF1 graph (reference variables, `ParseExample` on unknown ranks, ...)
+    can only be served that way, not through `tf.saved_model.load`.
+
+    Raises:
+        BundleError: as `read_signature_def_map`.
+    """
+    return not _serve_meta_graph(version_dir).HasField("object_graph_def")
 
 
 # --------------------------------------------------------- model config

@@ -8,10 +8,13 @@ the same way.
 from __future__ import annotations
 
 __all__ = [
+    "DeadlineExceeded",
+    "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
     "PayloadTooLarge",
     "ServingError",
+    "SignatureNotFound",
     "Unimplemented",
 ]
 
@@ -40,10 +43,31 @@ class InvalidArgument(ServingError):
 
 
 class NotFound(ServingError):
-    """An unknown model, version, label or signature."""
+    """An unknown model or version."""
 
     http_status = 404
     grpc_code = "NOT_FOUND"
+
+
+class SignatureNotFound(ServingError):
+    """An unknown signature: 400 over REST, `FAILED_PRECONDITION` over gRPC, as TF Serving."""
+
+    http_status = 400
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class FailedPrecondition(ServingError):
+    """A request the servable cannot run as it stands."""
+
+    http_status = 400
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class DeadlineExceeded(ServingError):
+    """A request that took longer than `--rest_api_timeout_in_ms`."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
 
 
 class PayloadTooLarge(ServingError):

@@ -1,33 +1,42 @@
 """TF Serving's gRPC API, registered with the stubs of `tensorflow-serving-api`.
 
-`tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`) and
-`tensorflow.serving.ModelService` (`GetModelStatus`) are served through
+`tensorflow.serving.PredictionService` (`Predict`, `Classify`, `Regress`,
+`MultiInference`, `GetModelMetadata`) and `tensorflow.serving.ModelService`
+(`GetModelStatus`) are served through
 `add_PredictionServiceServicer_to_server` and
 `add_ModelServiceServicer_to_server`, so the official
-`PredictionServiceStub` and `ModelServiceStub` work unchanged. Methods this
-server does not provide (`Classify`, `Regress`, `MultiInference`,
-`HandleReloadConfigRequest`) answer `UNIMPLEMENTED`.
+`PredictionServiceStub` and `ModelServiceStub` work unchanged.
+`HandleReloadConfigRequest` answers `UNIMPLEMENTED`. Output tensors are
+written in the typed fields (`float_val`, `int_val`, ...), as TF Serving
+writes them and clients read them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
+from tfcv.serving import inference
 from tfcv.serving.errors import InvalidArgument, ServingError
 from tfcv.serving.registry import ModelRegistry
 from tfcv.serving.servable import tensor_protos_to_arrays
 
-__all__ = ["create_grpc_server"]
+__all__ = ["array_to_tensor_proto", "create_grpc_server", "parse_channel_arguments"]
 
 logger = logging.getLogger("tfcv.serving")
 
@@ -36,7 +45,9 @@ _SIGNATURE_DEF = "signature_def"
 
 def create_grpc_server(registry: ModelRegistry, *, host: str = "127.0.0.1", port: int = 8500,
                        max_message_bytes: int = 16 * 1024 * 1024, max_workers: int = 16,
-                       strict: bool = False) -> tuple[grpc.Server, int]:
+                       strict: bool = False, socket_path: str | None = None,
+                       channel_arguments: Sequence[tuple[str, object]] = (),
+                       metrics=None, tensor_content: bool = False) -> tuple[grpc.Server, int]:
     """A gRPC server (not yet started) answering for `registry`.
 
     Args:
@@ -46,8 +57,17 @@ def create_grpc_server(registry: ModelRegistry, *, host: str = "127.0.0.1", port
         max_message_bytes: `int`. Largest accepted request; larger ones get
             `RESOURCE_EXHAUSTED`. Defaults to 16 MiB.
         max_workers: `int`. Threads answering requests. Defaults to `16`.
-        strict: `bool`. Refuse NaN and Infinity in inputs. Defaults to
-            `False`.
+        strict: `bool`. Refuse NaN and Infinity in inputs and check shapes
+            against the signature. Defaults to `False`.
+        socket_path: `str`. Also listen on this Unix socket
+            (`--grpc_socket_path`). Defaults to none.
+        channel_arguments: `(name, value)` gRPC server arguments
+            (`--grpc_channel_arguments`), applied after tfcv's own.
+        metrics: A `tfcv.serving.metrics.Metrics` counting requests, or
+            `None`.
+        tensor_content: `bool`. Write outputs in `tensor_content`
+            (`--enable_serialization_as_tensor_content`). Defaults to
+            `False`: the typed fields, as TF Serving.
 
     Returns:
         `(server, port)`: the server and the port it is bound to.
@@ -68,10 +88,13 @@ def create_grpc_server(registry: ModelRegistry, *, host: str = "127.0.0.1", port
             # Without this, a second server could bind the same port and
             # steal half of the connections.
             ("grpc.so_reuseport", 0),
+            *channel_arguments,
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(registry, strict=strict, max_message_bytes=max_message_bytes), server
+        PredictionServicer(registry, strict=strict, max_message_bytes=max_message_bytes, metrics=metrics,
+                           tensor_content=tensor_content),
+        server,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -81,7 +104,72 @@ def create_grpc_server(registry: ModelRegistry, *, host: str = "127.0.0.1", port
         raise OSError(f"Cannot bind the gRPC port at {address}: {error}") from None
     if not bound:
         raise OSError(f"Cannot bind the gRPC port at {address}: is it already in use?")
+    if socket_path:
+        try:
+            server.add_insecure_port(f"unix:{socket_path}")
+        except RuntimeError as error:
+            raise OSError(f"Cannot listen on the Unix socket {socket_path}: {error}") from None
     return server, bound
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, object]]:
+    """Parses `--grpc_channel_arguments`: `name=value` pairs separated by commas.
+
+    Integer values become ints, as TF Serving passes them to gRPC.
+
+    Raises:
+        ValueError: for an item without `=`.
+    """
+    arguments = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(
+                f"Invalid value for argument `grpc_channel_arguments`. Received: {item!r}. "
+                "Expected name=value pairs separated by commas."
+            )
+        value = value.strip()
+        arguments.append((name.strip(), int(value) if value.lstrip("-").isdigit() else value))
+    return arguments
+
+
+# TF Serving writes outputs with Tensor::AsProtoField: the typed repeated
+# field of the dtype, never tensor_content.
+_TYPED_FIELDS = {
+    np.dtype(np.float32): ("float_val", types_pb2.DT_FLOAT),
+    np.dtype(np.float64): ("double_val", types_pb2.DT_DOUBLE),
+    np.dtype(np.int32): ("int_val", types_pb2.DT_INT32),
+    np.dtype(np.int16): ("int_val", types_pb2.DT_INT16),
+    np.dtype(np.int8): ("int_val", types_pb2.DT_INT8),
+    np.dtype(np.uint8): ("int_val", types_pb2.DT_UINT8),
+    np.dtype(np.uint16): ("int_val", types_pb2.DT_UINT16),
+    np.dtype(np.int64): ("int64_val", types_pb2.DT_INT64),
+    np.dtype(np.uint32): ("uint32_val", types_pb2.DT_UINT32),
+    np.dtype(np.uint64): ("uint64_val", types_pb2.DT_UINT64),
+    np.dtype(np.bool_): ("bool_val", types_pb2.DT_BOOL),
+}
+
+
+def array_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """A `TensorProto` with the values in their typed field, as TF Serving answers."""
+    array = np.asarray(array)
+    typed = _TYPED_FIELDS.get(array.dtype)
+    if typed is None and array.dtype.kind not in "OSU":
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto()
+    for d in array.shape:
+        proto.tensor_shape.dim.add(size=d)
+    flat = array.reshape(-1)
+    if typed is None:
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat.tolist())
+        return proto
+    field, proto.dtype = typed
+    getattr(proto, field).extend(flat.tolist())
+    return proto
 
 
 def _abort(context: grpc.ServicerContext, error: ServingError):
@@ -95,34 +183,81 @@ def _model_lookup(model_spec):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService`: `Predict` and `GetModelMetadata`."""
+    """`tensorflow.serving.PredictionService`: predict, classify, regress, multi-inference, metadata."""
 
-    def __init__(self, registry: ModelRegistry, *, strict: bool = False, max_message_bytes: int = 16 * 1024 * 1024):
+    def __init__(self, registry: ModelRegistry, *, strict: bool = False, max_message_bytes: int = 16 * 1024 * 1024,
+                 metrics=None, tensor_content: bool = False):
         self.registry = registry
         self.strict = strict
         self.max_message_bytes = max_message_bytes
+        self.metrics = metrics
+        self._to_proto = tf.make_tensor_proto if tensor_content else array_to_tensor_proto
 
-    def Predict(self, request, context):  # noqa: N802 - the gRPC method name
+    def _answer(self, api: str, model_name: str, answer, request, context):
+        started = time.perf_counter()
+        status = "OK"
         try:
-            return self._predict(request)
+            return answer(request)
         except ServingError as error:
+            status = error.grpc_code
             _abort(context, error)
         except Exception as error:  # noqa: BLE001 - a server bug still answers a status
-            logger.exception("Unexpected error answering Predict")
+            status = "INTERNAL"
+            logger.exception("Unexpected error answering %s", api)
             _abort(context, ServingError(f"Internal error: {type(error).__name__}: {error}"))
+        finally:
+            if self.metrics is not None:
+                self.metrics.record_request(model_name, api, "GRPC", status, time.perf_counter() - started)
+
+    def Predict(self, request, context):  # noqa: N802 - the gRPC method name
+        return self._answer("Predict", request.model_spec.name, self._predict, request, context)
+
+    def Classify(self, request, context):  # noqa: N802 - the gRPC method name
+        return self._answer("Classify", request.model_spec.name, self._classify, request, context)
+
+    def Regress(self, request, context):  # noqa: N802 - the gRPC method name
+        return self._answer("Regress", request.model_spec.name, self._regress, request, context)
+
+    def MultiInference(self, request, context):  # noqa: N802 - the gRPC method name
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        return self._answer("MultiInference", name, self._multi_inference, request, context)
 
     def _predict(self, request) -> predict_pb2.PredictResponse:
         servable = self.registry.get(*_model_lookup(request.model_spec))
         signature = servable.signature(request.model_spec.signature_name)
-        inputs = tensor_protos_to_arrays(request.inputs, signature, max_bytes=self.max_message_bytes)
-        outputs = signature.predict(inputs, output_filter=request.output_filter, allow_nonfinite=not self.strict)
+        inputs = tensor_protos_to_arrays(request.inputs, signature, max_bytes=self.max_message_bytes,
+                                         strict=self.strict)
+        outputs = signature.predict(inputs, output_filter=request.output_filter, allow_nonfinite=not self.strict,
+                                    strict=self.strict)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature.name
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[name].CopyFrom(self._to_proto(value))
         return response
+
+    def _classify(self, request) -> classification_pb2.ClassificationResponse:
+        servable = self.registry.get(*_model_lookup(request.model_spec))
+        examples = inference.examples_from_input(request.input)
+        response = classification_pb2.ClassificationResponse()
+        response.result.CopyFrom(inference.classify(servable, request.model_spec.signature_name, examples))
+        inference.set_model_spec(response.model_spec, servable, request.model_spec.signature_name)
+        return response
+
+    def _regress(self, request) -> regression_pb2.RegressionResponse:
+        servable = self.registry.get(*_model_lookup(request.model_spec))
+        examples = inference.examples_from_input(request.input)
+        response = regression_pb2.RegressionResponse()
+        response.result.CopyFrom(inference.regress(servable, request.model_spec.signature_name, examples))
+        inference.set_model_spec(response.model_spec, servable, request.model_spec.signature_name)
+        return response
+
+    def _multi_inference(self, request):
+        inference.check_multi_inference_model(request)
+        servable = self.registry.get(*_model_lookup(request.tasks[0].model_spec))
+        examples = inference.examples_from_input(request.input)
+        return inference.multi_inference(servable, request, examples)
 
     def GetModelMetadata(self, request, context):  # noqa: N802 - the gRPC method name
         try:

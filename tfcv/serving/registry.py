@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from tensorflow_serving.apis import get_model_status_pb2
@@ -121,7 +122,11 @@ def read_model_config_file(path: str | os.PathLike) -> list[ModelConfig]:
     Raises:
         ValueError: if the file is not a valid `model_config_list`.
     """
-    proto = bundle.read_model_config(path)
+    try:
+        proto = bundle.read_model_config(path)
+    except ValueError as error:
+        # TF Serving's wording, which scripts and its tests look for.
+        raise ValueError(f"Error parsing text-format tensorflow.serving.ModelServerConfig: {error}") from None
     configs = []
     for entry in proto.model_config_list.config:
         policy = entry.model_version_policy
@@ -155,6 +160,12 @@ class ModelRegistry:
             of the base paths; `0` scans once, at `start()`. Defaults to `1`.
         batching: A `BatchingOptions`, or `None` to disable batching.
             Defaults to `BatchingOptions()`.
+        enable_model_warmup: `bool`. Replay each version's warmup records
+            before serving it. Defaults to `True`.
+        metrics: A `tfcv.serving.metrics.Metrics` counting loads, or `None`.
+        allow_version_labels_for_unavailable_models: `bool`. Let a reloaded
+            config point a label at a version not yet available. Defaults to
+            `False`, as TF Serving.
 
     Example:
 
@@ -166,7 +177,9 @@ class ModelRegistry:
 
     def __init__(self, configs: ModelConfig | Sequence[ModelConfig], *,
                  file_system_poll_wait_seconds: float = 1.0,
-                 batching: BatchingOptions | None = BatchingOptions()):  # noqa: B008 - frozen dataclass
+                 batching: BatchingOptions | None = BatchingOptions(),  # noqa: B008 - frozen dataclass
+                 enable_model_warmup: bool = True, metrics=None,
+                 allow_version_labels_for_unavailable_models: bool = False):
         configs = [configs] if isinstance(configs, ModelConfig) else list(configs)
         if not configs or not all(isinstance(c, ModelConfig) for c in configs):
             raise TypeError(
@@ -182,6 +195,10 @@ class ModelRegistry:
         self.configs = {c.name: c for c in configs}
         self.file_system_poll_wait_seconds = float(wait)
         self.batching = batching
+        self.enable_model_warmup = bool(enable_model_warmup)
+        self.metrics = metrics
+        self.allow_version_labels_for_unavailable_models = bool(allow_version_labels_for_unavailable_models)
+        self._config_lock = threading.Lock()
         self._lock = threading.Lock()
         self._versions: dict[str, dict[int, _Version]] = {name: {} for name in self.configs}
         self._serving: dict[str, dict[int, Servable]] = {name: {} for name in self.configs}
@@ -223,8 +240,51 @@ class ModelRegistry:
 
     def poll(self) -> None:
         """Scans every base path once: loads, warms up, switches, unloads."""
-        for config in self.configs.values():
-            self._poll_model(config)
+        with self._config_lock:
+            for config in list(self.configs.values()):
+                self._poll_model(config)
+
+    def reload_config(self, configs: Sequence[ModelConfig]) -> None:
+        """Serves `configs` from now on, as TF Serving's config reload.
+
+        New models are loaded at once, models no longer listed are unloaded,
+        and the others take their new policy and labels.
+
+        Raises:
+            ValueError: if a label names a version that is not available
+                (unless `allow_version_labels_for_unavailable_models`); the
+                current config keeps serving.
+        """
+        configs = list(configs)
+        if not configs:
+            raise ValueError("A model config needs at least one model.")
+        if not self.allow_version_labels_for_unavailable_models:
+            for config in configs:
+                with self._lock:
+                    available = set(self._serving.get(config.name, {}))
+                for label, version in config.version_labels.items():
+                    if version not in available:
+                        raise ValueError(
+                            f"Request to assign label {label} to version {version} of model {config.name}, "
+                            "which is not currently available for inference (see "
+                            "--allow_version_labels_for_unavailable_models)."
+                        )
+        with self._config_lock:
+            new = {c.name: c for c in configs}
+            removed = [name for name in self.configs if name not in new]
+            with self._lock:
+                for name in new:
+                    self._versions.setdefault(name, {})
+                    self._serving.setdefault(name, {})
+                self.configs = new
+            for name in removed:
+                for version in sorted(self._serving.get(name, {})):
+                    self._unload(name, version)
+                with self._lock:
+                    self._versions.pop(name, None)
+                    self._serving.pop(name, None)
+            for config in new.values():
+                self._poll_model(config)
 
     # ------------------------------------------------------------- polling
 
@@ -272,17 +332,24 @@ class ModelRegistry:
             self._versions[config.name][version] = record
         logger.info("Loading servable version {name: %s version: %d} from %s", config.name, version, path)
         servable = None
+        warmup_seconds = None
         try:
             servable = Servable(config.name, version, path, batching=self.batching)
-            records = servable.warmup()
+            started = time.perf_counter()
+            records = servable.warmup() if self.enable_model_warmup else 0
+            warmup_seconds = time.perf_counter() - started if records else None
         except Exception as error:  # noqa: BLE001 - any failure is reported, the old version keeps serving
             if servable is not None:
                 servable.close()
+            if self.metrics is not None:
+                self.metrics.record_load(path, False)
             message = f"Loading version {version} of model {config.name} from {path} failed: {_describe(error)}"
             logger.error("%s", message)
             with self._lock:
                 record.state, record.error = _State.END, message
             return
+        if self.metrics is not None:
+            self.metrics.record_load(path, True, warmup_seconds)
         with self._lock:
             record.state, record.servable = _State.AVAILABLE, servable
             self._serving[config.name] = {**self._serving[config.name], version: servable}
@@ -317,18 +384,19 @@ class ModelRegistry:
             label: `str` or `None`. A version label of the model config.
 
         Raises:
-            NotFound: for an unknown model, version or label, naming it.
+            NotFound: for an unknown model or version, naming it.
+            InvalidArgument: for an unknown label, as TF Serving.
         """
         config = self._config(name)
         if label:
             if label not in config.version_labels:
-                raise NotFound(
+                raise InvalidArgument(
                     f"Unrecognized servable version label: {label} for model {name}. "
                     f"Labels: {sorted(config.version_labels)}."
                 )
             version = config.version_labels[label]
         with self._lock:
-            serving = self._serving[name]
+            serving = self._serving.get(name, {})
         if version is None:
             if not serving:
                 raise NotFound(f"Servable not found for request: Latest({name}). No version of it is available.")
@@ -345,16 +413,17 @@ class ModelRegistry:
         """The `GetModelStatusResponse` of `name`, all versions unless one is given.
 
         Raises:
-            NotFound: for an unknown model, version or label.
+            NotFound: for an unknown model or version.
+            InvalidArgument: for an unknown label.
         """
         config = self._config(name)
         if label:
             if label not in config.version_labels:
-                raise NotFound(f"Unrecognized servable version label: {label} for model {name}.")
+                raise InvalidArgument(f"Unrecognized servable version label: {label} for model {name}.")
             version = config.version_labels[label]
         with self._lock:
             records = sorted(
-                (dataclasses.replace(r) for r in self._versions[name].values()), key=lambda r: -r.version
+                (dataclasses.replace(r) for r in self._versions.get(name, {}).values()), key=lambda r: -r.version
             )
         if version is not None:
             records = [r for r in records if r.version == version]
@@ -371,6 +440,13 @@ class ModelRegistry:
                 status.status.error_code = _UNKNOWN
                 status.status.error_message = record.error
         return response
+
+    def status_or_empty(self, name: str) -> list:
+        """The `ModelVersionStatus`es of `name`, empty when it has none yet."""
+        try:
+            return list(self.status(name).model_version_status)
+        except (NotFound, InvalidArgument):
+            return []
 
     def _config(self, name: str) -> ModelConfig:
         if name not in self.configs:

@@ -9,22 +9,28 @@ and `json_tensor.cc`:
 - `POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict` with
   `instances` (row format, answered with `predictions`) or `inputs`
   (columnar format, answered with `outputs`), and `signature_name`.
+- `POST ...:classify` and `...:regress` with `examples` (and `context`),
+  answered with `results`.
+- `GET /monitoring/prometheus/metrics` (the path of `--monitoring_config_file`)
+  when metrics are enabled.
 
-Errors are `{"error": "..."}` with 400 (bad body, shape or dtype), 403 (a
-Host header that is not this server: DNS rebinding), 404 (unknown model,
-version, label or signature), 405, 413 (body above the limit) or 501
-(`:classify` and `:regress`). JSON is parsed with Python's `json`, which
-accepts `NaN`, `Infinity` and `-Infinity` as TF Serving does; `strict=True`
-refuses them.
+Errors are `{"error": "..."}` with 400 (malformed URL or body, bad input,
+unknown signature or version label), 403 (a Host header that is not this
+server: DNS rebinding), 404 (unknown model or version), 413 (body above the
+limit) or 504 (`--rest_api_timeout_in_ms`), as TF Serving answers them.
+JSON is parsed with Python's `json`, which accepts `NaN`, `Infinity` and
+`-Infinity` as TF Serving does; `strict=True` refuses them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,17 +45,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tfcv.serving import inference
 from tfcv.serving.errors import (
+    DeadlineExceeded,
     InvalidArgument,
-    NotFound,
     PayloadTooLarge,
     ServingError,
-    Unimplemented,
 )
+from tfcv.serving.metrics import Metrics
 from tfcv.serving.registry import ModelRegistry, parse_version
 from tfcv.serving.servable import Servable, Signature, TensorInfo
 
-__all__ = ["create_app", "decode_predict_request", "encode_predict_response", "parse_json"]
+__all__ = [
+    "classify_json",
+    "create_app",
+    "decode_predict_request",
+    "encode_predict_response",
+    "parse_json",
+    "predict_json",
+    "regress_json",
+]
 
 logger = logging.getLogger("tfcv.serving")
 
@@ -68,7 +83,8 @@ _PROTO_JSON = {"preserving_proto_field_name": True, "always_print_fields_with_no
 
 
 def create_app(registry: ModelRegistry, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, strict: bool = False,
-               allowed_hosts: Iterable[str] = LOOPBACK_NAMES, cors_allow_origins: Sequence[str] = ()):
+               allowed_hosts: Iterable[str] = LOOPBACK_NAMES, cors_allow_origins: Sequence[str] = (),
+               metrics: Metrics | None = None, timeout_ms: int = 0):
     """The ASGI application of the REST API.
 
     Args:
@@ -81,6 +97,10 @@ def create_app(registry: ModelRegistry, *, max_body_bytes: int = DEFAULT_MAX_BOD
             header; `"*"` accepts any. Defaults to the loopback names.
         cors_allow_origins: Origins that get CORS headers. Defaults to none:
             no CORS headers are sent.
+        metrics: A `Metrics` that counts requests and is exported at its
+            `path`, or `None` for no metrics. Defaults to `None`.
+        timeout_ms: `int`. Answer 504 to a request that takes longer; `0`
+            waits as long as it takes. Defaults to `0`.
 
     Returns:
         A Starlette application, to run with uvicorn.
@@ -95,7 +115,8 @@ def create_app(registry: ModelRegistry, *, max_body_bytes: int = DEFAULT_MAX_BOD
             f"Invalid value for argument `max_body_bytes`. Received: max_body_bytes={max_body_bytes!r}. "
             "Expected an int >= 1."
         )
-    handler = _Handler(registry, max_body_bytes=max_body_bytes, strict=bool(strict))
+    handler = _Handler(registry, max_body_bytes=max_body_bytes, strict=bool(strict), metrics=metrics,
+                       timeout_ms=int(timeout_ms))
     middleware = [Middleware(_HostCheck, allowed_hosts=[h.lower() for h in allowed_hosts])]
     if cors_allow_origins:
         middleware.append(Middleware(
@@ -110,10 +131,13 @@ def create_app(registry: ModelRegistry, *, max_body_bytes: int = DEFAULT_MAX_BOD
 
 
 class _Handler:
-    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int, strict: bool):
+    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int, strict: bool,
+                 metrics: Metrics | None = None, timeout_ms: int = 0):
         self.registry = registry
         self.max_body_bytes = max_body_bytes
         self.strict = strict
+        self.metrics = metrics
+        self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -126,22 +150,39 @@ class _Handler:
 
     async def _dispatch(self, request: Request) -> Response:
         path = request.url.path
+        if self.metrics is not None and path.rstrip("/") == self.metrics.path.rstrip("/"):
+            _require_method(request, "GET")
+            return Response(self.metrics.render(self.registry), media_type="text/plain; version=0.0.4")
         match = _PATH.match(path)
-        if match is None:
-            raise NotFound(f"Malformed request: {request.method} {path}. See /v1/models/<name>[:predict].")
-        name, label, verb = match["name"], match["label"], match["verb"]
+        verb = match["verb"] if match is not None else None
+        if match is None or (verb is not None and verb not in _VERBS):
+            raise InvalidArgument(f"Malformed request: {request.method} {path}")
+        name, label = match["name"], match["label"]
         version = parse_version(match["version"]) if match["version"] is not None else None
         if verb is not None:
-            if verb in ("classify", "regress"):
-                raise Unimplemented(f"tfcv serve implements :predict only, not :{verb}.")
-            if verb != "predict":
-                raise NotFound(f"Malformed request: {request.method} {path}. Unknown verb :{verb}.")
             _require_method(request, "POST")
             body = await self._read_body(request)
-            answer = await run_in_threadpool(
-                predict_json, self.registry, body, name=name, version=version, label=label, strict=self.strict
-            )
-            return Response(answer, media_type="application/json")
+            answer = _VERBS[verb]
+            started = time.perf_counter()
+            status = "OK"
+            try:
+                call = run_in_threadpool(
+                    answer, self.registry, body, name=name, version=version, label=label, strict=self.strict
+                )
+                try:
+                    result = await asyncio.wait_for(call, self.timeout) if self.timeout else await call
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded(
+                        f"Request timed out after {self.timeout * 1000:.0f} ms (--rest_api_timeout_in_ms)."
+                    ) from None
+            except ServingError as error:
+                status = error.grpc_code
+                raise
+            finally:
+                if self.metrics is not None:
+                    self.metrics.record_request(name, _API_NAMES[verb], "REST", status,
+                                                time.perf_counter() - started)
+            return Response(result, media_type="application/json")
         _require_method(request, "GET")
         if match["metadata"]:
             servable = self.registry.get(name, version, label)
@@ -194,12 +235,9 @@ def _host_name(header: str) -> str:
 
 
 def _require_method(request: Request, method: str) -> None:
+    # TF Serving answers a wrong method as any other URL it does not know.
     if request.method != method:
-        raise _MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}; use {method}.")
-
-
-class _MethodNotAllowed(ServingError):
-    http_status = 405
+        raise InvalidArgument(f"Malformed request: {request.method} {request.url.path}")
 
 
 def _error(status: int, message: str) -> Response:
@@ -227,13 +265,38 @@ def predict_json(registry: ModelRegistry, body: bytes, *, name: str, version: in
     """
     servable = registry.get(name, version, label)
     document = parse_json(body, strict=strict)
+    signature = servable.signature(_signature_name(document))
+    inputs, row_format = decode_predict_request(document, signature)
+    outputs = signature.predict(inputs, allow_nonfinite=not strict, strict=strict)
+    return _dumps(encode_predict_response(outputs, row_format=row_format))
+
+
+def classify_json(registry: ModelRegistry, body: bytes, *, name: str, version: int | None = None,
+                  label: str | None = None, strict: bool = False) -> bytes:
+    """Answers a REST `:classify` body: `{"results": [[[label, score], ...], ...]}`."""
+    return _examples_json(inference.classify, inference.classification_json, registry, body,
+                          name=name, version=version, label=label, strict=strict)
+
+
+def regress_json(registry: ModelRegistry, body: bytes, *, name: str, version: int | None = None,
+                 label: str | None = None, strict: bool = False) -> bytes:
+    """Answers a REST `:regress` body: `{"results": [value, ...]}`."""
+    return _examples_json(inference.regress, inference.regression_json, registry, body,
+                          name=name, version=version, label=label, strict=strict)
+
+
+def _examples_json(run, to_json, registry, body, *, name, version, label, strict) -> bytes:
+    servable = registry.get(name, version, label)
+    document = parse_json(body, strict=strict)
+    examples = inference.examples_from_input(inference.examples_from_json(document))
+    return _dumps(to_json(run(servable, _signature_name(document), examples)))
+
+
+def _signature_name(document: Mapping) -> str:
     signature_name = document.get("signature_name", "")
     if not isinstance(signature_name, str):
         raise InvalidArgument(f"'signature_name' must be a string, received {_short(signature_name)}.")
-    signature = servable.signature(signature_name)
-    inputs, row_format = decode_predict_request(document, signature)
-    outputs = signature.predict(inputs, allow_nonfinite=not strict)
-    return _dumps(encode_predict_response(outputs, row_format=row_format))
+    return signature_name
 
 
 def parse_json(body: bytes, *, strict: bool = False) -> dict:
@@ -476,3 +539,7 @@ def _short(value: Any, limit: int = 80) -> str:
     except (RecursionError, ValueError):
         return type(value).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_VERBS = {"predict": predict_json, "classify": classify_json, "regress": regress_json}
+_API_NAMES = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}

@@ -1,12 +1,15 @@
 """One loaded model version: its signatures, their input checks and its warmup.
 
 A `Servable` is what TF Serving calls a servable: one version directory of a
-model loaded with `tf.saved_model.load`. Its signatures are described by the
-`SignatureDef`s of `saved_model.pb` (the source of truth for names, dtypes
-and shapes, as in TF Serving), and each request is checked against them
-before the model runs: unlike TF Serving, a wrong shape or dtype is refused
-with an error that names the expected and the received value instead of
-failing somewhere inside the graph.
+model. A TF2 SavedModel is loaded with `tf.saved_model.load` and called
+through its signature functions; a TF1 graph (no object graph: reference
+variables, `ParseExample` on inputs of unknown rank, ...) runs, as in TF
+Serving, in a `tf.compat.v1.Session` over its MetaGraph. The signatures are
+described by the `SignatureDef`s of `saved_model.pb` (the source of truth
+for names and dtypes, as in TF Serving). Shapes are left to TensorFlow, as
+TF Serving does, and its refusal becomes a 400; `strict=True` checks them
+against the signature first, with an error that names the expected and the
+received shape.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 from tfcv import bundle
 from tfcv.bundle import SERVING_DEFAULT as DEFAULT_SIGNATURE
 from tfcv.serving.batching import Batcher, BatchingOptions
-from tfcv.serving.errors import InvalidArgument, NotFound, ServingError
+from tfcv.serving.errors import InvalidArgument, ServingError, SignatureNotFound
 
 __all__ = ["DEFAULT_SIGNATURE", "Servable", "Signature", "TensorInfo"]
 
@@ -38,18 +41,22 @@ class TensorInfo:
         dtype: `tf.DType`.
         shape: Tuple of ints and `None` (any size), or `None` for an
             unknown rank.
+        tensor_name: `str`. The graph tensor, e.g. `"x:0"`.
     """
 
     name: str
     dtype: tf.DType
     shape: tuple[int | None, ...] | None
+    tensor_name: str = ""
 
     @classmethod
     def from_proto(cls, name: str, info: meta_graph_pb2.TensorInfo) -> TensorInfo:
         shape = None
         if not info.tensor_shape.unknown_rank:
             shape = tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
-        return cls(name, tf.dtypes.as_dtype(info.dtype), shape)
+        # TF1 graphs declare reference dtypes (DT_FLOAT_REF) for variables;
+        # what is fed and fetched is the base dtype.
+        return cls(name, tf.dtypes.as_dtype(info.dtype).base_dtype, shape, info.name)
 
     @property
     def dtype_name(self) -> str:
@@ -77,7 +84,9 @@ class Signature:
 
     Args:
         name: `str`. The signature key, e.g. `"serving_default"`.
-        fn: The concrete function from `loaded.signatures[name]`.
+        fn: The concrete function from `loaded.signatures[name]`, or a
+            callable taking a dict of NumPy arrays (and `outputs`, the
+            output names wanted) and returning a dict of NumPy arrays.
         signature_def: The `SignatureDef` proto from `saved_model.pb`.
         batching: A `BatchingOptions` to batch concurrent calls, or `None`
             to call the model once per request.
@@ -87,6 +96,7 @@ class Signature:
                  batching: BatchingOptions | None = None):
         self.name = name
         self.fn = fn
+        self._session_run = not isinstance(fn, _ConcreteFunction)
         self.method_name = signature_def.method_name
         self.inputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.inputs.items())}
         self.outputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.outputs.items())}
@@ -109,13 +119,17 @@ class Signature:
         """Whether calls go through a `Batcher`."""
         return self._batcher is not None
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray], *, allow_nonfinite: bool = True) -> dict:
-        """Checks input names, dtypes and shapes against the signature.
+    def check_inputs(self, inputs: Mapping[str, np.ndarray], *, allow_nonfinite: bool = True,
+                     strict: bool | None = None) -> dict:
+        """Checks input names and dtypes (and shapes, if strict) against the signature.
 
         Args:
             inputs: Dict of NumPy arrays keyed by input name.
             allow_nonfinite: `bool`. Whether NaN and Infinity are accepted in
                 floating-point inputs. Defaults to `True`, as TF Serving.
+            strict: `bool`. Check shapes and batch sizes against the
+                signature too. Defaults to `not allow_nonfinite`: TF
+                Serving leaves shapes to TensorFlow.
 
         Returns:
             The same arrays, in a new dict.
@@ -124,6 +138,7 @@ class Signature:
             InvalidArgument: naming the input, and the expected and received
                 names, dtypes or shapes.
         """
+        strict = not allow_nonfinite if strict is None else strict
         self.check_names(inputs)
         checked = {}
         for name, info in self.inputs.items():
@@ -133,6 +148,9 @@ class Signature:
                 raise InvalidArgument(
                     f"{where} expects dtype {info.dtype_name}, received {_dtype_name(value.dtype)}."
                 )
+            checked[name] = value
+            if not strict:
+                continue
             if info.batched and value.ndim >= 1 and value.shape[0] == 0:
                 raise InvalidArgument(
                     f"{where} received an empty batch (shape {format_shape(value.shape)}); "
@@ -141,7 +159,8 @@ class Signature:
             _check_shape(where, info, value.shape)
             if not allow_nonfinite and value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise InvalidArgument(f"{where} contains NaN or Infinity, which this server refuses (--strict).")
-            checked[name] = value
+        if not strict:
+            return checked
         batch_sizes = {name: v.shape[0] for name, v in checked.items() if self.inputs[name].batched}
         if len(set(batch_sizes.values())) > 1:
             raise InvalidArgument(
@@ -160,13 +179,14 @@ class Signature:
             )
 
     def predict(self, inputs: Mapping[str, np.ndarray], *, output_filter: Iterable[str] = (),
-                allow_nonfinite: bool = True) -> dict[str, np.ndarray]:
+                allow_nonfinite: bool = True, strict: bool | None = None) -> dict[str, np.ndarray]:
         """Checks `inputs` and runs the signature (batched when enabled).
 
         Args:
             inputs: Dict of NumPy arrays keyed by input name.
             output_filter: Names of the outputs to return. Defaults to all.
             allow_nonfinite: `bool`. See `check_inputs`.
+            strict: `bool`. See `check_inputs`.
 
         Returns:
             Dict of NumPy arrays keyed by output name, sorted by name.
@@ -175,25 +195,99 @@ class Signature:
         unknown = sorted(set(wanted) - set(self.outputs))
         if unknown:
             raise InvalidArgument(
-                f"Output filter {unknown} of signature `{self.name}` names no output; "
-                f"outputs are {sorted(self.outputs)}."
+                f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be in the set "
+                f"{{{','.join(sorted(self.outputs))}}}."
             )
-        checked = self.check_inputs(inputs, allow_nonfinite=allow_nonfinite)
-        outputs = self._batcher.submit(checked) if self._batcher is not None else self._call(checked)
+        if len(set(wanted)) != len(wanted):
+            raise InvalidArgument(f"duplicate output tensor alias: {wanted[0]}")
+        checked = self.check_inputs(inputs, allow_nonfinite=allow_nonfinite, strict=strict)
+        if wanted and self._session_run:
+            # A session fetches only what is asked for, as TF Serving does
+            # (an output may be an op with side effects, as in TF1 counters).
+            outputs = self._call(checked, sorted(wanted))
+        elif self._batcher is not None:
+            outputs = self._batcher.submit(checked)
+        else:
+            outputs = self._call(checked)
         return {k: outputs[k] for k in sorted(outputs) if not wanted or k in wanted}
 
     def close(self) -> None:
         if self._batcher is not None:
             self._batcher.close()
 
-    def _call(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _call(self, inputs: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         try:
-            outputs = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            if self._session_run:
+                return self.fn(inputs, outputs or list(self.outputs))
+            result = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.InvalidArgumentError as error:
             raise InvalidArgument(f"Signature `{self.name}` refused the input: {error.message}") from None
         except tf.errors.OpError as error:
             raise ServingError(f"Signature `{self.name}` failed: {error.message}") from None
-        return {k: v.numpy() for k, v in outputs.items()}
+        except (TypeError, ValueError) as error:
+            # The signature function refuses shapes it was not traced for
+            # before running; TF Serving would answer the same 400.
+            raise InvalidArgument(f"Signature `{self.name}` refused the input: {_first_line(error)}") from None
+        return {k: v.numpy() for k, v in result.items()}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return " ".join(text.split()) if len(text) < 400 else text.splitlines()[0]
+
+
+_ConcreteFunction = type(tf.function(lambda: 0).get_concrete_function())
+
+
+def _make_callable(session, feeds: list[str], fetches: list[str]):
+    """A callable running `session` from feeds to fetches, both tensor names.
+
+    TF Serving feeds a TF1 graph whatever shape the request has and lets the
+    ops decide; Python's `Session.run` refuses any shape the placeholder
+    does not declare. `Session._make_callable_from_options` (private) goes
+    straight to C++'s `Session::MakeCallable`, as TF Serving does, and is
+    the fastest way in; without it, `Session.run` (strict shapes) is used.
+    """
+    make = getattr(session, "_make_callable_from_options", None)
+    if make is not None:
+        call = make(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
+        return lambda *values: call(*values)
+    graph = session.graph
+    feed_tensors = [graph.as_graph_element(name) for name in feeds]
+    fetch_tensors = [graph.as_graph_element(name) for name in fetches]
+    return lambda *values: session.run(fetch_tensors, dict(zip(feed_tensors, values, strict=True)))
+
+
+class _GraphSession:
+    """A TF1 SavedModel run as TF Serving runs it: a session over the MetaGraph."""
+
+    def __init__(self, path: str):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        with self.graph.as_default():
+            self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, [bundle.SERVE_TAG], path)
+        self._callables: dict = {}
+
+    def runner(self, signature_def: meta_graph_pb2.SignatureDef):
+        """A callable `(inputs, outputs) -> dict` feeding and fetching by tensor name."""
+        feeds = {k: v.name for k, v in signature_def.inputs.items()}
+        fetches = {k: v.name for k, v in signature_def.outputs.items()}
+        session = self.session
+
+        def run(inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+            names = sorted(inputs)
+            key = (id(signature_def), tuple(names), tuple(outputs))
+            call = self._callables.get(key)
+            if call is None:
+                call = _make_callable(session, [feeds[k] for k in names], [fetches[k] for k in outputs])
+                self._callables[key] = call
+            values = call(*(inputs[k] for k in names))
+            return {k: np.asarray(v) for k, v in zip(outputs, values, strict=True)}
+
+        return run
+
+    def close(self) -> None:
+        self.session.close()
 
 
 class Servable:
@@ -217,12 +311,21 @@ class Servable:
         self.version = int(version)
         self.path = path
         self.signature_def_map = bundle.read_signature_def_map(path)
-        self._loaded = tf.saved_model.load(path, tags=[bundle.SERVE_TAG])
-        self.signatures = {
-            key: Signature(key, fn, self.signature_def_map.signature_def[key], batching)
-            for key, fn in sorted(self._loaded.signatures.items())
-            if key in self.signature_def_map.signature_def
-        }
+        self._session = None
+        if bundle.is_tf1_saved_model(path):
+            self._session = _GraphSession(path)
+            defs = self.signature_def_map.signature_def
+            self.signatures = {
+                key: Signature(key, self._session.runner(defs[key]), defs[key], batching)
+                for key in sorted(defs) if defs[key].outputs and not key.startswith("__")
+            }
+        else:
+            self._loaded = tf.saved_model.load(path, tags=[bundle.SERVE_TAG])
+            self.signatures = {
+                key: Signature(key, fn, self.signature_def_map.signature_def[key], batching)
+                for key, fn in sorted(self._loaded.signatures.items())
+                if key in self.signature_def_map.signature_def
+            }
 
     def __repr__(self) -> str:
         return f"Servable(name={self.name!r}, version={self.version}, signatures={sorted(self.signatures)})"
@@ -231,18 +334,21 @@ class Servable:
         """The signature `signature_name` (`""` means `serving_default`).
 
         Raises:
-            NotFound: if the model has no such signature.
+            SignatureNotFound: if the model has no such signature.
         """
         key = signature_name or DEFAULT_SIGNATURE
         if key not in self.signatures:
-            raise NotFound(
+            raise SignatureNotFound(
                 f'Serving signature name: "{key}" not found in signature def of model `{self.name}` '
                 f"version {self.version}. Signatures: {sorted(self.signatures)}."
             )
         return self.signatures[key]
 
     def warmup(self) -> int:
-        """Replays the bundle's warmup requests, as TF Serving does before serving.
+        """Replays the bundle's warmup records, as TF Serving does before serving.
+
+        Every kind TF Serving replays is replayed: predict, classify,
+        regress and multi-inference.
 
         Returns:
             The number of records replayed (0 when the bundle has none).
@@ -251,25 +357,29 @@ class Servable:
             ValueError: if the warmup file cannot be read (a
                 `tfcv.bundle.BundleError`) or a request fails.
         """
+        # inference.py builds on this module (classify and regress run a
+        # Signature), so it is imported here rather than at the top.
+        from tfcv.serving.inference import replay_warmup_log
+
         path = os.path.join(self.path, bundle.WARMUP_PATH)
-        requests = bundle.read_warmup(self.path)
-        for count, request in enumerate(requests, start=1):
+        logs = bundle.read_warmup_logs(self.path)
+        for count, log in enumerate(logs, start=1):
             try:
-                signature = self.signature(request.model_spec.signature_name)
-                inputs = tensor_protos_to_arrays(request.inputs, signature)
-                signature.predict(inputs, output_filter=request.output_filter)
+                replay_warmup_log(self, log)
             except ServingError as error:
                 raise ValueError(f"Warmup record {count} of {path} failed: {error.message}") from None
-        return len(requests)
+        return len(logs)
 
     def close(self) -> None:
         """Stops the batch threads; requests already queued still get answers."""
         for signature in self.signatures.values():
             signature.close()
+        if self._session is not None:
+            self._session.close()
 
 
 def tensor_protos_to_arrays(protos: Mapping, signature: Signature, *,
-                            max_bytes: int | None = None) -> dict[str, np.ndarray]:
+                            max_bytes: int | None = None, strict: bool = True) -> dict[str, np.ndarray]:
     """Converts a map of `TensorProto`s (a `PredictRequest.inputs`) to arrays.
 
     Every proto is checked against `signature` before any is converted: its
@@ -285,6 +395,8 @@ def tensor_protos_to_arrays(protos: Mapping, signature: Signature, *,
         max_bytes: `int` or `None`. Largest size the converted inputs may
             take together (strings count `_STRING_ELEMENT_BYTES` per
             element plus their contents). `None` for no limit.
+        strict: `bool`. Check declared shapes against the signature.
+            Defaults to `True`; TF Serving leaves them to TensorFlow.
 
     Raises:
         InvalidArgument: for an unknown or missing input name, a wrong or
@@ -295,7 +407,7 @@ def tensor_protos_to_arrays(protos: Mapping, signature: Signature, *,
     total = 0
     for name, info in signature.inputs.items():
         where = f"Input `{name}` of signature `{signature.name}`"
-        dims = _check_proto(where, protos[name], info)
+        dims = _check_proto(where, protos[name], info, strict=strict)
         if max_bytes is None:
             continue
         size = _converted_bytes(protos[name], dims)
@@ -321,7 +433,7 @@ def tensor_protos_to_arrays(protos: Mapping, signature: Signature, *,
 _STRING_ELEMENT_BYTES = 32
 
 
-def _check_proto(where: str, proto, info: TensorInfo) -> list[int]:
+def _check_proto(where: str, proto, info: TensorInfo, *, strict: bool = True) -> list[int]:
     """Checks the dtype and declared shape of `proto`; returns its dims."""
     if proto.dtype != info.dtype.as_datatype_enum:
         try:
@@ -334,7 +446,8 @@ def _check_proto(where: str, proto, info: TensorInfo) -> list[int]:
     dims = [d.size for d in proto.tensor_shape.dim]
     if any(d < 0 for d in dims):
         raise InvalidArgument(f"{where} has a negative dimension in its shape {format_shape(dims)}.")
-    _check_shape(where, info, dims)
+    if strict:
+        _check_shape(where, info, dims)
     return dims
 
 
