@@ -293,8 +293,9 @@ def _tfcv_imports(path):
 
 
 def test_bundle_and_serving_import_neither_keras_nor_the_training_side():
-    # _checks: the shared argument checks (NumPy only), for bundle.check_version.
-    allowed = {"tfcv", "tfcv._atomic", "tfcv._checks", "tfcv.bundle"}
+    # _checks: the shared argument checks (NumPy only), for bundle.check_version;
+    # _compat: the TensorFlow internal that runs TF1 graphs as TF Serving does.
+    allowed = {"tfcv", "tfcv._atomic", "tfcv._checks", "tfcv._compat", "tfcv.bundle"}
     for path in [TFCV / "bundle.py", *sorted((TFCV / "serving").glob("*.py"))]:
         imports = _tfcv_imports(path)
         assert not [m for m in imports if m.split(".")[0] == "keras"], path
@@ -314,4 +315,4 @@ def test_importing_the_server_loads_no_training_module():
     loaded = set(proc.stdout.split())
     assert {"tfcv.bundle", "tfcv.serving"} <= loaded
     assert {m for m in loaded if not m.startswith("tfcv.serving")} <= {"tfcv", "tfcv._atomic", "tfcv._checks",
-                                                                      "tfcv.bundle"}
+                                                                      "tfcv._compat", "tfcv.bundle"}

@@ -191,3 +191,31 @@ def replace_call(cls: type, call: Callable) -> Callable:
 def restore_call(cls: type, original: Callable) -> None:
     """Undoes `replace_call`."""
     cls.call = original
+
+
+def session_callable(session: Any, feeds: list[str], fetches: list[str]) -> Callable:
+    """A callable running a TF1 `tf.compat.v1.Session` from feeds to fetches
+    (tensor names), as TF Serving runs TF1 SavedModels.
+
+    TF Serving feeds a TF1 graph whatever shape the request has and lets the
+    ops decide; Python's `Session.run` refuses any shape the placeholder does
+    not declare. The private `Session._make_callable_from_options` (TF 2.16 -
+    2.21) goes straight to C++'s `Session::MakeCallable`, as TF Serving does;
+    without it, `Session.run` is used and undeclared shapes are refused.
+    """
+    make = getattr(session, "_make_callable_from_options", None)
+    if make is not None:
+        from tensorflow.core.protobuf import config_pb2
+
+        call = make(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
+        return lambda *values: call(*values)
+    warnings.warn(
+        "This TensorFlow has no Session._make_callable_from_options; TF1 models are run with Session.run, "
+        "which refuses input shapes their placeholders do not declare.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    graph = session.graph
+    feed_tensors = [graph.as_graph_element(name) for name in feeds]
+    fetch_tensors = [graph.as_graph_element(name) for name in fetches]
+    return lambda *values: session.run(fetch_tensors, dict(zip(feed_tensors, values, strict=True)))

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
-from tfcv import bundle
+from tfcv import _compat, bundle
 from tfcv.bundle import SERVING_DEFAULT as DEFAULT_SIGNATURE
 from tfcv.serving.batching import Batcher, BatchingOptions
 from tfcv.serving.errors import InvalidArgument, ServingError, SignatureNotFound
@@ -239,25 +239,6 @@ def _first_line(error: BaseException) -> str:
 _ConcreteFunction = type(tf.function(lambda: 0).get_concrete_function())
 
 
-def _make_callable(session, feeds: list[str], fetches: list[str]):
-    """A callable running `session` from feeds to fetches, both tensor names.
-
-    TF Serving feeds a TF1 graph whatever shape the request has and lets the
-    ops decide; Python's `Session.run` refuses any shape the placeholder
-    does not declare. `Session._make_callable_from_options` (private) goes
-    straight to C++'s `Session::MakeCallable`, as TF Serving does, and is
-    the fastest way in; without it, `Session.run` (strict shapes) is used.
-    """
-    make = getattr(session, "_make_callable_from_options", None)
-    if make is not None:
-        call = make(config_pb2.CallableOptions(feed=feeds, fetch=fetches))
-        return lambda *values: call(*values)
-    graph = session.graph
-    feed_tensors = [graph.as_graph_element(name) for name in feeds]
-    fetch_tensors = [graph.as_graph_element(name) for name in fetches]
-    return lambda *values: session.run(fetch_tensors, dict(zip(feed_tensors, values, strict=True)))
-
-
 class _GraphSession:
     """A TF1 SavedModel run as TF Serving runs it: a session over the MetaGraph."""
 
@@ -279,7 +260,7 @@ class _GraphSession:
             key = (id(signature_def), tuple(names), tuple(outputs))
             call = self._callables.get(key)
             if call is None:
-                call = _make_callable(session, [feeds[k] for k in names], [fetches[k] for k in outputs])
+                call = _compat.session_callable(session, [feeds[k] for k in names], [fetches[k] for k in outputs])
                 self._callables[key] = call
             values = call(*(inputs[k] for k in names))
             return {k: np.asarray(v) for k, v in zip(outputs, values, strict=True)}
