@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import tfcv
 from tfcv import _calibration as cal
-from tfcv import bundle, export
+from tfcv import bundle, export, uncertainty
 from tfcv.export import Conformal, Randomized
 
 # ------------------------------------------------------------------ metrics
@@ -313,3 +313,45 @@ def test_predict_interval_cv_plus_covers_held_out_targets(tmp_path):
     assert meta["method"] == "cv+" and meta["signature"] == "predict_interval" and meta["n"] == 400
     with pytest.raises(ValueError, match="for a regression"):
         export.export_saved_model(result, tmp_path / "t", randomized=None, calibration="temperature")
+
+
+# ------------------------------------------------------ shifts and evaluate
+
+
+def test_shifts_change_images_more_as_severity_grows(held_out):
+    x = held_out[0][:32]
+    for name in uncertainty.SHIFTS:
+        changes = [np.abs(uncertainty.shift(x, name, s) - x).mean() for s in (1, 3, 5)]
+        out = uncertainty.shift(x, name, 3)
+        assert out.shape == x.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+        assert 0 < changes[0] < changes[1] < changes[2], (name, changes)
+    with pytest.raises(ValueError, match="severity=6"):
+        uncertainty.shift(x, "rotate", 6)
+    with pytest.raises(ValueError, match="name='fog'"):
+        uncertainty.shift(x, "fog", 1)
+
+
+def test_evaluate_a_version_directory_scores_what_is_served(calibrated_bundle, held_out, cv_result):
+    import matplotlib.figure
+
+    path, loaded = calibrated_bundle
+    x, y = held_out[0][:200], held_out[1][:200]
+    evaluation = uncertainty.evaluate(path, x, y, shifts=["noise"], severities=[1, 5], ood=np.random.default_rng(0).random((50, 8, 8, 1), dtype="float32"))
+    frame = evaluation.to_frame()
+    assert set(frame["contender"]) == {"single", "ensemble", "randomized"}
+    assert len(frame) == 3 * 3 and set(frame["shift"]) == {"clean", "noise"}
+    clean = frame[(frame["shift"] == "clean") & (frame["contender"] == "ensemble")].iloc[0]
+    served = loaded.signatures["serving_default"](inputs=tf.constant(x))["outputs"].numpy()
+    assert clean["nll"] == pytest.approx(cal.negative_log_likelihood(y, served), abs=1e-6)
+    assert clean["ece"] == pytest.approx(cal.expected_calibration_error(y, served), abs=1e-6)
+    sets = loaded.signatures["predict_set"](inputs=tf.constant(x))["set"].numpy()
+    assert clean["coverage"] == pytest.approx(sets[np.arange(len(y)), y].mean())
+    assert np.isnan(frame[frame["contender"] == "single"]["coverage"]).all()
+    single = frame[(frame["shift"] == "clean") & (frame["contender"] == "single")].iloc[0]
+    fold0 = loaded.signatures["predict_folds"](inputs=tf.constant(x))["outputs"].numpy()[:, 0]
+    assert single["accuracy"] == pytest.approx(cal.accuracy(y, fold0))
+    assert 0.5 < clean["ood_auroc"] <= 1.0  # uniform noise is more uncertain than digits
+    fig = tfcv.plots.shift_curves(evaluation, "accuracy")
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes[0].lines) == 3
+    diagram = tfcv.plots.reliability_diagram(y, [cv_result.models[0](x).numpy(), served], labels=["fold 0", "T"])
+    assert len(diagram.axes[0].lines) == 3 and "ECE" in diagram.axes[0].get_legend().get_texts()[1].get_text()

@@ -13,11 +13,14 @@ import numpy as np
 
 __all__ = [
     "augmentation_grid",
+    "compare",
     "confusion_matrix",
     "fold_scores",
     "learning_curves",
     "predicted_vs_true",
+    "reliability_diagram",
     "save_run_plots",
+    "shift_curves",
 ]
 
 
@@ -192,6 +195,48 @@ def fold_scores(result: Any, metrics: list[str] | None = None):
     return fig
 
 
+def compare(comparison: Any, result_b: Any = None, *, metric: str = "accuracy"):
+    """Paired per-fold differences (b − a) of two runs, with their mean and
+    the corrected confidence interval of `tfcv.compare`.
+
+    Args:
+        comparison: A `tfcv.comparison.Comparison`, or run A (a `CVResult` or
+            run directory) with `result_b`.
+        result_b: Run B when `comparison` is run A. Defaults to `None`.
+        metric: `str`. The score compared when two runs are given.
+            Defaults to `"accuracy"`.
+
+    Returns:
+        A `matplotlib.figure.Figure`: one bar per fold, the mean difference
+        as a line, the interval as a band, zero as the reference.
+
+    Example:
+
+    >>> fig = tfcv.plots.compare(tfcv.compare(baseline, augmented))
+    """
+    if result_b is not None:
+        from tfcv.comparison import compare as compare_runs
+
+        comparison = compare_runs(comparison, result_b, metric=metric)
+    d = np.asarray(comparison.differences, dtype="float64")
+    a_name, b_name = getattr(comparison, "names", ("A", "B"))
+    fig = _figure(max(4.0, 0.5 * len(d) + 3.0), 4.0)
+    ax = fig.add_subplot()
+    folds = np.arange(1, len(d) + 1)
+    ax.bar(folds, d, color=np.where(d >= 0, "C2", "C3"), alpha=0.8, width=0.6)
+    low, high = comparison.ci
+    ax.axhspan(low, high, color="C0", alpha=0.15, label=f"{comparison.confidence:.0%} CI (corrected)")
+    ax.axhline(comparison.mean_difference, color="C0", linewidth=2, label=f"mean {comparison.mean_difference:+.4f}")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(folds)
+    ax.set_xlabel("fold")
+    ax.set_ylabel(f"{comparison.metric}: {b_name} − {a_name}")
+    ax.set_title(f"Paired differences, p = {comparison.p_value:.3g} (Nadeau–Bengio)")
+    ax.legend(loc="best", fontsize="small")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
 def _oof_pairs(result):
     if result.oof_targets is None:
         raise ValueError("This CVResult has no out-of-fold targets (it was saved by an older tfcv); re-run fit.")
@@ -292,3 +337,85 @@ def save_run_plots(result: Any, run_dir: str) -> list[str]:
         _atomic.write_bytes(path, buffer.getvalue())
         written.append(path)
     return written
+
+
+def reliability_diagram(y: Any, probabilities: Any, *, n_bins: int = 15, labels: list[str] | None = None):
+    """Accuracy against confidence, per equal-width confidence bin.
+
+    Args:
+        y: Integer labels, `(n,)`.
+        probabilities: Class probabilities `(n, classes)`, or a list of
+            them (for example before and after a temperature) drawn as one
+            line each.
+        n_bins: `int`. Equal-width bins. Defaults to `15`.
+        labels: One legend entry per array. Defaults to `"0"`, `"1"`, ...
+
+    Returns:
+        A `matplotlib.figure.Figure`; the legend gives each line's ECE.
+
+    Example:
+
+    >>> fig = tfcv.plots.reliability_diagram(y_test, [p, p_calibrated], labels=["raw", "T"])
+    """
+    from tfcv._calibration import expected_calibration_error, two_columns
+
+    arrays = probabilities if isinstance(probabilities, (list, tuple)) else [probabilities]
+    labels = labels or [str(i) for i in range(len(arrays))]
+    y = np.asarray(y).astype("int64").reshape(-1)
+    fig = _figure(5.2, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for label, p in zip(labels, arrays):
+        p = two_columns(p)
+        confidence, correct = p.max(axis=1), (p.argmax(axis=1) == y)
+        index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+        used = [b for b in range(n_bins) if np.any(index == b)]
+        ax.plot([confidence[index == b].mean() for b in used], [correct[index == b].mean() for b in used],
+                marker="o", label=f"{label} (ECE {expected_calibration_error(y, p, n_bins=n_bins):.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.set_title("Reliability diagram")
+    return fig
+
+
+def shift_curves(evaluation: Any, metric: str = "accuracy", *, calibrated: bool | None = None):
+    """A metric against shift severity, one panel per shift and one line per
+    contender (clean data at severity 0), from `tfcv.uncertainty.evaluate`.
+
+    Args:
+        evaluation: A `tfcv.uncertainty.Evaluation` (or its `to_frame()`).
+        metric: `str`. A column of the evaluation. Defaults to `"accuracy"`.
+        calibrated: Keep only calibrated (`True`) or uncalibrated (`False`)
+            rows. Defaults to `None` (both, labelled).
+
+    Returns:
+        A `matplotlib.figure.Figure`.
+    """
+    rows = evaluation.rows if hasattr(evaluation, "rows") else evaluation.to_dict("records")
+    if not rows or metric not in rows[0]:
+        raise ValueError(
+            f"Invalid value for argument `metric`. Received: metric={metric!r}. "
+            f"Expected one of {sorted(k for k in (rows[0] if rows else {}) if k not in ('contender', 'shift'))}."
+        )
+    if calibrated is not None:
+        rows = [r for r in rows if bool(r["calibrated"]) == calibrated]
+    shifts = sorted({r["shift"] for r in rows} - {"clean"})
+    fig = _figure(3.2 * max(1, len(shifts)), 3.4)
+    axes = fig.subplots(1, max(1, len(shifts)), sharey=True, squeeze=False)[0]
+    names = sorted({(r["contender"], bool(r["calibrated"])) for r in rows})
+    for ax, name in zip(axes, shifts or ["clean"]):
+        for contender, cal in names:
+            own = [r for r in rows if r["contender"] == contender and bool(r["calibrated"]) == cal]
+            points = sorted((r["severity"], r[metric]) for r in own if r["shift"] in (name, "clean"))
+            label = contender + (" (T)" if cal and calibrated is None else "")
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=label)
+        ax.set_title(name)
+        ax.set_xlabel("severity")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    axes[-1].legend(fontsize="small")
+    return fig
