@@ -17,6 +17,8 @@ _EXPORTS = {
     "SpecTypeError": "tfcv.spec",
     "SpecValueError": "tfcv.spec",
     "build_model": "tfcv.builder",
+    "compare": "tfcv.comparison",
+    "nested_cv": "tfcv.tuning",
     "export_saved_model": "tfcv.export",
     "callbacks": "tfcv.callbacks",
     "data": "tfcv.data",
@@ -26,6 +28,7 @@ _EXPORTS = {
     "models": "tfcv.models",
     "plots": "tfcv.plots",
     "preprocessing": "tfcv.preprocessing",
+    "tuning": "tfcv.tuning",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,7 +23,7 @@ import numpy as np
 from tfcv import _compat
 from tfcv._run_dir import FoldCheckpoint, _merge_history
 from tfcv.callbacks import FoldCallback, any_needs_batch_hooks, call_hook
-from tfcv.metrics import score_predictions
+from tfcv.metrics import score_predictions, score_with
 from tfcv.preprocessing import adapt_preprocessing
 from tfcv.result import _FoldOutcome
 
@@ -39,6 +39,9 @@ class FoldSettings:
     batch_size: int
     deterministic: bool = True
     distribute: Any = None
+    # `tfcv.metrics.check_scoring(scoring)[0]`: scorers by score name, or None.
+    scorers: Any = None
+    return_train_score: bool = False
 
     @property
     def adapt_batch_size(self) -> int:
@@ -167,13 +170,63 @@ def fit_and_score(
     compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
     predictions = np.asarray(model.predict(data.validation, verbose=0))
     outcome = finish_fold(
-        k, seed, model, data, settings.task, compiled, predictions,
+        k, seed, model, data, settings, compiled, predictions,
         history=_merge_history(previous_logs, new_logs),
-        info={"seconds": seconds, "initial_epoch": initial_epoch},
+        info={"seconds": seconds, "initial_epoch": initial_epoch, "predict_seconds": time.monotonic() - start - seconds},
     )
     if reuse is not None:
         reuse.trained(outcome)
     return outcome
+
+
+def refit_epochs(histories, epochs: int, callbacks) -> int:
+    """How long `fit(..., refit=True)` trains on all the data: the folds'
+    median best epoch when an EarlyStopping callback ran (the epoch its
+    monitored value was best), else `epochs`."""
+    stoppers = [cb for cb in callbacks or () if isinstance(cb, keras.callbacks.EarlyStopping)]
+    if not stoppers:
+        return epochs
+    stopper = stoppers[0]
+    name = stopper.monitor
+    mode = stopper.mode
+    if mode not in ("min", "max"):
+        mode = "max" if any(word in name for word in ("acc", "auc", "precision", "recall", "f1")) else "min"
+    best = [
+        int(np.argmax(h[name]) if mode == "max" else np.argmin(h[name])) + 1
+        for h in histories if h.get(name)
+    ]
+    return max(1, int(round(float(np.median(best))))) if best else epochs
+
+
+def refit_result(result, settings: FoldSettings, seed: int, source, callbacks, store) -> None:
+    """Sets `result.refit_model` (`fit(..., refit=True)`): read back from
+    the run directory when it holds one, else trained and saved there."""
+    stored = None if store is None else store.load_refit()
+    if stored is not None:
+        result.refit_model, result.info["refit_epochs"] = stored
+        return
+    epochs = refit_epochs(result.histories, settings.epochs, callbacks)
+    refit_seed = int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+    result.refit_model = fit_refit(settings, refit_seed, source, epochs)
+    result.info["refit_epochs"] = epochs
+    if store is not None:
+        store.save_refit(result.refit_model, {"epochs": epochs, "seed": refit_seed})
+        store.finish(result)
+
+
+def fit_refit(settings: FoldSettings, seed: int, source, epochs: int) -> keras.Model:
+    """One more model, built and adapted as a fold's is, trained on all the
+    data for `epochs` (`fit(..., refit=True)`)."""
+    if not hasattr(source, "everything"):
+        raise ValueError("refit=True trains on all the data at once: it works with in-memory arrays, not streamed folds.")
+    model = build_fold_model(settings.build_fn, seed, settings.distribute)
+    data = source.everything(seed)
+    adapt_preprocessing(model, data.adapt_input, batch_size=settings.adapt_batch_size)
+    mixer = batch_mixer(settings.build_fn, seed)
+    if mixer is not None:
+        data = data.mixed(mixer)
+    model.fit(data.train, epochs=epochs, steps_per_epoch=data.steps, verbose=0, shuffle=False)
+    return model
 
 
 def begin_fold(fold_cbs, k, model, seed, data, initial_epoch, previous_logs) -> None:
@@ -189,16 +242,46 @@ def begin_fold(fold_cbs, k, model, seed, data, initial_epoch, previous_logs) -> 
     })
 
 
-def finish_fold(k, seed, model, data, task, compiled, predictions, *, history, info) -> _FoldOutcome:
+def finish_fold(k, seed, model, data, settings, compiled, predictions, *, history, info) -> _FoldOutcome:
     """The outcome of fold `k` from its compiled metrics and its predictions
-    on the validation split (scored with scikit-learn as well)."""
+    on the validation split, scored with scikit-learn: the default metrics
+    and `settings.scorers`, and with `return_train_score` the same on the
+    training split (`train_<name>`).
+
+    `fit_time` and `score_time` are `cross_validate`'s: seconds spent
+    training, and seconds spent evaluating, predicting and scoring. Folds
+    trained side by side (stacked) share their seconds equally."""
+    start = time.monotonic()
     scores = {name: float(value) for name, value in compiled.items()}
-    scores.update(score_predictions(data.val_labels, predictions, task))
+    scores.update(_scikit_learn_scores(settings, data.val_labels, predictions, data.val_weights))
+    if settings.return_train_score:
+        if data.train_rows is None:
+            raise ValueError(
+                "return_train_score=True needs the training rows in a fixed order: it works with in-memory "
+                "arrays, not with streamed folds."
+            )
+        rows, labels, weights = data.train_rows
+        train_predictions = np.asarray(model.predict(rows, verbose=0))
+        scores.update({
+            f"train_{name}": value
+            for name, value in _scikit_learn_scores(settings, labels, train_predictions, weights).items()
+        })
     epochs = len(next(iter(history.values()), []))
+    sharing = len(info.get("stacked_folds", [k]))
+    seconds = info.pop("seconds")
+    score_time = info.pop("predict_seconds", 0.0) + time.monotonic() - start
     return _FoldOutcome(
         model, scores, predictions, history=history, val_targets=np.asarray(data.val_labels),
-        info={"fold": k, "seed": seed, "seconds": info.pop("seconds"), "epochs": epochs, **info},
+        info={"fold": k, "seed": seed, "seconds": seconds, "epochs": epochs, "fit_time": seconds / sharing,
+              "score_time": score_time, **info},
     )
+
+
+def _scikit_learn_scores(settings, labels, predictions, weights) -> dict[str, float]:
+    scores = score_predictions(labels, predictions, settings.task, sample_weight=weights)
+    if settings.scorers:
+        scores.update(score_with(settings.scorers, labels, predictions, settings.task, sample_weight=weights))
+    return scores
 
 
 def publish_fold(k, outcome, store, fold_cbs) -> None:

@@ -10,11 +10,22 @@ from __future__ import annotations
 import numpy as np
 
 from tfcv._targets import DataView, check_element, check_fold_labels, check_samples, read_targets
-from tfcv.folds import FoldPlan, check_folds, data_fingerprint, is_classification_target
+from tfcv.folds import (
+    FoldPlan,
+    check_folds,
+    class_labels,
+    data_fingerprint,
+    is_classification_target,
+)
 
 
-def fold_source(folds, x, y, groups, *, seed, batch_size, pipeline):
+def fold_source(folds, x, y, groups, *, seed, batch_size, pipeline, sample_weight=None, class_weight=None):
     """The source for `CrossValidator.fit`'s data arguments."""
+    if (sample_weight is not None or class_weight is not None) and (x is None or callable(x) and not hasattr(x, "shape")):
+        raise ValueError(
+            "`sample_weight` and `class_weight` apply to in-memory arrays; streamed folds carry their weights "
+            "as the third element of each (x, y, sample_weight) batch."
+        )
     if callable(x) and not hasattr(x, "shape") and not isinstance(x, (list, tuple)):
         if y is not None:
             raise ValueError("`y` must be None when `x` is a callable returning (train_ds, val_ds): the datasets hold the targets.")
@@ -25,7 +36,8 @@ def fold_source(folds, x, y, groups, *, seed, batch_size, pipeline):
         return _DatasetSource(folds, None, batch_size=batch_size, pipeline=pipeline)
     if pipeline is not None:
         raise ValueError("`pipeline` applies to TFDS plans only; transform in-memory arrays before calling fit.")
-    return _ArraySource(folds, x, y, groups, seed=seed, batch_size=batch_size)
+    return _ArraySource(folds, x, y, groups, seed=seed, batch_size=batch_size, sample_weight=sample_weight,
+                        class_weight=class_weight)
 
 
 class _FoldData:
@@ -37,7 +49,12 @@ class _FoldData:
     one pass. `validation` is a batched dataset of `(x, y)`.
     """
 
-    def __init__(self, *, train, steps, validation, adapt_input, n_train, n_val, val_labels):
+    def __init__(self, *, train, steps, validation, adapt_input, n_train, n_val, val_labels, val_weights=None,
+                 train_rows=None):
+        self.val_weights = val_weights
+        # (predict-order dataset of the training rows, their labels, their
+        # weights) for `return_train_score`; None when the source has none.
+        self.train_rows = train_rows
         self.train = train
         self.steps = steps
         self.validation = validation
@@ -51,10 +68,11 @@ class _FoldData:
         every training batch."""
         import tensorflow as tf
 
-        train = self.train.map(lambda x, y, *rest: mixer(x, y), num_parallel_calls=tf.data.AUTOTUNE)
+        train = self.train.map(lambda x, y, *rest: (*mixer(x, y), *rest), num_parallel_calls=tf.data.AUTOTUNE)
         return _FoldData(
             train=train.prefetch(tf.data.AUTOTUNE), steps=self.steps, validation=self.validation,
             adapt_input=self.adapt_input, n_train=self.n_train, n_val=self.n_val, val_labels=self.val_labels,
+            val_weights=self.val_weights, train_rows=self.train_rows,
         )
 
 
@@ -67,7 +85,7 @@ class _ArraySource:
     the same data always gives the same run.
     """
 
-    def __init__(self, folds, x, y, groups, *, seed, batch_size):
+    def __init__(self, folds, x, y, groups, *, seed, batch_size, sample_weight=None, class_weight=None):
         if x is None:
             raise ValueError("Invalid value for argument `x`. Received: x=None. Expected an array of samples.")
         if y is None:
@@ -83,7 +101,46 @@ class _ArraySource:
         self.batch_size = batch_size
         self.n_samples = len(self.x)
         self._tensors = None
+        self.sample_weight = _check_sample_weight(sample_weight, self.n_samples)
+        if class_weight is not None and not (class_weight == "balanced" or isinstance(class_weight, dict)):
+            raise ValueError(
+                f"Invalid value for argument `class_weight`. Received: class_weight={class_weight!r}. "
+                "Expected None, 'balanced' or a dict {class: weight}."
+            )
+        if class_weight is not None and self.task() != "classification":
+            raise ValueError("`class_weight` needs class labels; these targets are a regression.")
+        self.class_weight = class_weight
 
+    @property
+    def weighted(self) -> bool:
+        return self.sample_weight is not None or self.class_weight is not None
+
+    def fold_weights(self, k):
+        """Fold `k`'s per-sample weights over the whole data, for training
+        and for validation, or `(None, None)`: `sample_weight` times the
+        class weights, which `"balanced"` computes on the fold's training
+        split only. Validation rows weigh their `sample_weight` only, as
+        scikit-learn's `class_weight` acts on fitting only."""
+        if not self.weighted:
+            return None, None
+        ones = np.ones(self.n_samples, dtype="float32")
+        given = ones if self.sample_weight is None else self.sample_weight
+        train = given.copy()
+        if self.class_weight is not None:
+            labels = class_labels(self.y)
+            if self.class_weight == "balanced":
+                from sklearn.utils.class_weight import compute_class_weight
+
+                seen = labels[np.asarray(self.plan.folds[k][0]) if k is not None else slice(None)]
+                classes = np.unique(seen)
+                weights = dict(zip(classes.tolist(), compute_class_weight("balanced", classes=classes, y=seen)))
+            else:
+                names = self.class_names
+                weights = {
+                    (names.index(c) if names is not None and c in names else c): w for c, w in self.class_weight.items()
+                }
+            train = train * np.asarray([weights.get(c, 1.0) for c in labels.tolist()], dtype="float32")
+        return train.astype("float32"), (None if self.sample_weight is None else given)
     def __getstate__(self):
         # Workers (n_jobs) rebuild the tensors from the arrays.
         return {**self.__dict__, "_tensors": None}
@@ -101,15 +158,18 @@ class _ArraySource:
             complete=True, class_names=self.class_names,
         )
 
-    def gather(self, indices):
-        """The `(x, y)` rows at `indices` (inside a tf.data pipeline)."""
+    def gather(self, indices, weights=None):
+        """The `(x, y)` rows at `indices` (inside a tf.data pipeline), or
+        `(x, y, sample_weight)` with `weights` (one per sample of the data)."""
         import tensorflow as tf
 
         if self._tensors is None:
             with tf.init_scope():  # eager tensors, shared by every pipeline
                 self._tensors = (tf.constant(self.x), tf.constant(self.y))
         x, y = self._tensors
-        return tf.gather(x, indices), tf.gather(y, indices)
+        if weights is None:
+            return tf.gather(x, indices), tf.gather(y, indices)
+        return tf.gather(x, indices), tf.gather(y, indices), tf.gather(weights, indices)
 
     def train_indices(self, k, seed):
         """Fold `k`'s training indices in batches, reshuffled with `seed` on
@@ -124,21 +184,46 @@ class _ArraySource:
             .repeat()
         )
 
+    def everything(self, seed) -> _FoldData:
+        """All rows as one training split (`fit(..., refit=True)`), weighted
+        as a fold's training split is; no validation."""
+        import tensorflow as tf
+
+        weights = self.fold_weights(None)[0]
+        weights = None if weights is None else tf.constant(weights)
+        rows = np.arange(self.n_samples)
+        train = (
+            tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows), seed=int(seed), reshuffle_each_iteration=True)
+            .batch(self.batch_size).repeat().map(lambda i: self.gather(i, weights), num_parallel_calls=tf.data.AUTOTUNE)
+        )
+        return _FoldData(
+            train=train.prefetch(tf.data.AUTOTUNE), steps=max(1, -(-len(rows) // self.batch_size)), validation=None,
+            adapt_input=self.x, n_train=len(rows), n_val=0, val_labels=self.y[:0],
+        )
+
     def fold(self, k, seed, *, pipelines=True) -> _FoldData:
         """Fold `k`'s data; with `pipelines=False` without its `train` and
         `validation` datasets (the stacked strategy builds its own)."""
         import tensorflow as tf
 
         train_idx, val_idx = self.plan.folds[k]
+        train_w, val_w = self.fold_weights(k)
         train = validation = None
         if pipelines:
-            train = self.train_indices(k, seed).map(self.gather, num_parallel_calls=tf.data.AUTOTUNE)
+            train_t, val_t = (None if w is None else tf.constant(w) for w in (train_w, val_w))
+            train = self.train_indices(k, seed).map(lambda i: self.gather(i, train_t), num_parallel_calls=tf.data.AUTOTUNE)
             train = train.prefetch(tf.data.AUTOTUNE)
             validation = tf.data.Dataset.from_tensor_slices(np.asarray(val_idx)).batch(max(self.batch_size, 256))
-            validation = validation.map(self.gather).prefetch(tf.data.AUTOTUNE)
+            validation = validation.map(lambda i: self.gather(i, val_t)).prefetch(tf.data.AUTOTUNE)
+        rows = tf.data.Dataset.from_tensor_slices(np.asarray(train_idx)).batch(max(self.batch_size, 256))
         return _FoldData(
             train=train, steps=max(1, -(-len(train_idx) // self.batch_size)), validation=validation,
             adapt_input=self.x[train_idx], n_train=len(train_idx), n_val=len(val_idx), val_labels=self.y[val_idx],
+            val_weights=None if val_w is None else val_w[val_idx],
+            train_rows=(
+                rows.map(lambda i: self.gather(i)[0]).prefetch(tf.data.AUTOTUNE), self.y[train_idx],
+                None if val_w is None else val_w[train_idx],
+            ),
         )
 
 
@@ -228,6 +313,19 @@ class _DatasetSource:
             adapt_input=train_ds.map(lambda *element: element[0]),
             n_train=None, n_val=len(val_labels), val_labels=val_labels,
         )
+
+
+def _check_sample_weight(sample_weight, n_samples):
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight)
+    if weights.dtype.kind not in "biuf" or weights.shape != (n_samples,) or not np.all(np.isfinite(weights)) \
+            or np.any(weights < 0):
+        raise ValueError(
+            f"Invalid value for argument `sample_weight`. Received: an array of shape {weights.shape} and dtype "
+            f"{weights.dtype}. Expected {n_samples} finite non-negative numbers, one per sample."
+        )
+    return weights.astype("float32")
 
 
 def _describe(part):

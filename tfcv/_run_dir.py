@@ -5,6 +5,7 @@
     run_dir/fold_<k>/              a finished fold, published atomically
     run_dir/.backup/fold_<k>/      the running fold's per-epoch backup
     run_dir/result.json            per-fold scores, mean, std, test scores
+    run_dir/refit/                 the model refit on all the data (`refit=True`)
     run_dir/oof_predictions.npy    out-of-fold predictions, input order
 
 `_RunStore` writes a run as `CrossValidator.fit` goes (and refuses a
@@ -36,6 +37,7 @@ _OOF = "oof_predictions.npy"
 _BACKUP = ".backup"
 _LOCK = ".lock"
 _CHECKPOINT = "checkpoint.npz"
+_REFIT = "refit"
 
 
 def fold_dir(run_dir: str, k: int) -> str:
@@ -129,6 +131,24 @@ class _RunStore:
 
     def finish(self, result: CVResult) -> None:
         write_summary(result, self.run_dir)
+
+    def save_refit(self, model: keras.Model, info: dict) -> None:
+        with _atomic.directory(self.inside(_REFIT)) as tmp:
+            model.save(os.path.join(tmp, "model.keras"))
+            _atomic.write_json(os.path.join(tmp, "info.json"), info)
+
+    def load_refit(self):
+        """`(model, epochs)` of the refit model stored, or `None`."""
+        return load_refit(self.run_dir)
+
+
+def load_refit(run_dir: str):
+    """`(model, epochs)` of `run_dir/refit/`, or `None` when absent."""
+    path = _inside(run_dir, _REFIT)
+    if not os.path.isdir(path):
+        return None
+    info = _read_json_checked(os.path.join(path, "info.json"), f"delete {path} to refit again")
+    return load_model_safely(os.path.join(path, "model.keras")), info.get("epochs")
 
 
 class _DirectoryLock:
@@ -350,6 +370,9 @@ def load_result(run_dir: str | os.PathLike) -> CVResult:
     ]
     result = CVResult._from_outcomes(outcomes, plan, task, n_samples=None, info=info)
     result.test_scores = summary.get("test_scores")
+    refit = load_refit(run_dir)
+    if refit is not None:
+        result.refit_model = refit[0]
     return result
 
 
@@ -380,6 +403,14 @@ def model_fingerprint(model: keras.Model) -> str:
         pass
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def weights_fingerprint(sample_weight) -> str | None:
+    """A digest of `fit`'s `sample_weight`, or `None` without one."""
+    if sample_weight is None:
+        return None
+    weights = np.ascontiguousarray(np.asarray(sample_weight, dtype="float64"))
+    return hashlib.sha256(weights.tobytes()).hexdigest()
 
 
 def _all_layers(model):

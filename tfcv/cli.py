@@ -1,4 +1,4 @@
-"""The `tfcv` command line: `tfcv run | export | inspect | verify | serve`.
+"""The `tfcv` command line: `tfcv run | export | inspect | verify | compare | serve`.
 
 It parses and calls the library, nothing else, and imports the library only
 in the command that needs it: `tfcv --help` loads neither TensorFlow nor the
@@ -37,6 +37,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "image_size": None,
     "text_column": None,
     "label_column": None,
+    "refit": False,
 }
 STRATEGIES = ("sequential", "stacked", "auto")
 
@@ -90,6 +91,8 @@ def _add_run_parser(subparsers) -> None:
                    help="resize images of --data to H x W (default 64 64 for image folders)")
     p.add_argument("--text-column", dest="text_column", help="CSV column holding the sentences")
     p.add_argument("--label-column", dest="label_column", help="CSV column holding the labels")
+    p.add_argument("--refit", action="store_true", default=None,
+                   help="after the folds, train one more model on all the data (saved in RUN_DIR/refit)")
     p.set_defaults(handler=_run_command)
 
 
@@ -189,6 +192,7 @@ def _run_command(args: argparse.Namespace) -> int:
         result = cv.fit(
             x, y, epochs=config["epochs"], batch_size=config["batch_size"], groups=groups, pipeline=pipeline,
             run_dir=config["run_dir"], verbose=config["verbose"], n_jobs=config["n_jobs"],
+            refit=bool(config["refit"]),
         )
     if x_test is not None:
         result.evaluate(x_test, y_test)
@@ -320,6 +324,33 @@ def _verify_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="is run B better than run A on the same folds?",
+        description="Compares two run directories on the same folds: per-fold differences (B - A), their mean, "
+        "the Nadeau-Bengio corrected resampled t-test (the folds' training sets overlap, so the naive paired "
+        "t-test is overconfident), a confidence interval and whether the difference exceeds the folds' noise.",
+    )
+    p.add_argument("run_a", metavar="RUN_A", help="run directory of the baseline")
+    p.add_argument("run_b", metavar="RUN_B", help="run directory of the candidate")
+    p.add_argument("--metric", default="accuracy", help="score to compare (default accuracy)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level (default 0.95)")
+    p.set_defaults(handler=_compare_command)
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    from tfcv.comparison import compare
+
+    comparison = compare(args.run_a, args.run_b, metric=args.metric, confidence=args.confidence)
+    print(f"{'fold':>4}  {'A':>8}  {'B':>8}  {'B - A':>8}")
+    for k, (a, b, d) in enumerate(zip(comparison.scores_a, comparison.scores_b, comparison.differences)):
+        print(f"{k + 1:>4}  {a:8.4f}  {b:8.4f}  {d:+8.4f}")
+    print()
+    print(comparison.summary())
+    return 0
+
+
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     from tfcv.serving.server import add_arguments
 
@@ -389,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(subparsers)
     _add_inspect_parser(subparsers)
     _add_verify_parser(subparsers)
+    _add_compare_parser(subparsers)
     _add_serve_parser(subparsers)
     return parser
 

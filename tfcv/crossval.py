@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from tfcv import _checks, _compat, _parallel, _sequential, _stacked
-from tfcv._fold import FoldSettings, build_fold_model, fold_seeds
+from tfcv._fold import FoldSettings, build_fold_model, fold_seeds, refit_result
 from tfcv._fold_sources import fold_source
 from tfcv._run_dir import _RunStore, model_fingerprint, weights_fingerprint
 from tfcv._targets import check_against_model
@@ -140,6 +140,7 @@ class CrossValidator:
         return_train_score: bool = False,
         sample_weight: Any = None,
         class_weight: Any = None,
+        refit: bool = False,
     ) -> CVResult:
         """Trains and scores one fresh model per fold.
 
@@ -212,6 +213,11 @@ class CrossValidator:
                 dict `{class: weight}`: multiplies the training weights, as
                 scikit-learn's `class_weight` acts on fitting only.
                 Defaults to `None`.
+            refit: `bool`. After the folds, train one more model on all the
+                data (in-memory arrays), for the folds' median best epoch
+                when an EarlyStopping callback ran, else for `epochs`:
+                `result.refit_model`, saved in `run_dir/refit/`. The fold
+                ensemble stays available. Defaults to `False`.
 
         Returns:
             A `CVResult`.
@@ -263,10 +269,13 @@ class CrossValidator:
             if store is not None:
                 store.prepare(config, plan)
                 finished = store.load_finished(plan, task=task, seeds=seeds, epochs=epochs)
-            return self._run(
+            result = self._run(
                 settings, source, seeds, (strategy, reason), config, store, finished, prebuilt_model=check_model,
                 callbacks=callbacks, verbose=verbose, n_jobs=n_jobs,
             )
+            if refit:
+                refit_result(result, settings, self.seed, source, callbacks, store)
+            return result
 
     def _run(self, settings, source, seeds, strategy, config, store, finished, *, prebuilt_model, callbacks, verbose,
              n_jobs) -> CVResult:

@@ -11,34 +11,158 @@ from keras import ops
 
 from tfcv.folds import class_labels
 
-__all__ = ["predicted_classes", "score_predictions"]
+__all__ = ["check_scoring", "predicted_classes", "score_predictions", "score_with"]
 
 
-def score_predictions(y_true: Any, predictions: Any, task: str) -> dict[str, float]:
+def score_predictions(y_true: Any, predictions: Any, task: str, *, sample_weight: Any = None) -> dict[str, float]:
     """scikit-learn metrics of `predictions` against `y_true`.
 
     Classification: `accuracy`, macro `precision`, `recall` and `f1`.
-    Regression: `mse`, `mae` and `r2`.
+    Regression: `mse`, `mae` and `r2`. With `sample_weight`, each metric
+    weighs the samples as scikit-learn's `sample_weight` does.
     """
     from sklearn import metrics
 
     predictions = np.asarray(predictions)
+    w = {"sample_weight": None if sample_weight is None else np.asarray(sample_weight, dtype="float64")}
     if task == "classification":
         y_true = class_labels(y_true)
         y_pred = predicted_classes(predictions)
         return {
-            "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
-            "precision": float(metrics.precision_score(y_true, y_pred, average="macro", zero_division=0)),
-            "recall": float(metrics.recall_score(y_true, y_pred, average="macro", zero_division=0)),
-            "f1": float(metrics.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "accuracy": float(metrics.accuracy_score(y_true, y_pred, **w)),
+            "precision": float(metrics.precision_score(y_true, y_pred, average="macro", zero_division=0, **w)),
+            "recall": float(metrics.recall_score(y_true, y_pred, average="macro", zero_division=0, **w)),
+            "f1": float(metrics.f1_score(y_true, y_pred, average="macro", zero_division=0, **w)),
         }
     y_true = np.asarray(y_true, dtype="float64").reshape(len(y_true), -1)
     y_hat = predictions.astype("float64").reshape(len(predictions), -1)
     return {
-        "mse": float(metrics.mean_squared_error(y_true, y_hat)),
-        "mae": float(metrics.mean_absolute_error(y_true, y_hat)),
-        "r2": float(metrics.r2_score(y_true, y_hat)),
+        "mse": float(metrics.mean_squared_error(y_true, y_hat, **w)),
+        "mae": float(metrics.mean_absolute_error(y_true, y_hat, **w)),
+        "r2": float(metrics.r2_score(y_true, y_hat, **w)),
     }
+
+
+# ------------------------------------------- scikit-learn's `scoring`
+
+
+def check_scoring(scoring: Any) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """`scoring` as `sklearn.model_selection.cross_validate` takes it, as
+    scorers by score name, and the key each has in `cross_validate`'s dict.
+
+    A single scorer (a name or a callable) is keyed `score` there, as in
+    scikit-learn; its score name is the scorer's name (`"score"` for a
+    callable). A list names its scorers; a dict gives them names.
+
+    Returns:
+        `None` for `None`, else `(scorers, keys)`: `{score name: scorer}`
+        and `{cross_validate key: score name}`.
+
+    Raises:
+        ValueError: For an unknown scorer name or an empty list or dict.
+        TypeError: For anything else.
+    """
+    if scoring is None:
+        return None
+    from sklearn.metrics import get_scorer
+
+    def scorer(value, where):
+        if isinstance(value, str):
+            try:
+                return get_scorer(value)
+            except ValueError as error:
+                raise ValueError(
+                    f"Invalid value for argument `scoring`. Received: {where}={value!r}. Expected a scorer name "
+                    "of sklearn.metrics.get_scorer_names() or a callable(estimator, X, y)."
+                ) from error
+        if callable(value):
+            return value
+        raise TypeError(
+            f"Invalid value for argument `scoring`. Received: {where}={value!r} of type {type(value).__name__}. "
+            "Expected a scorer name or a callable(estimator, X, y)."
+        )
+
+    if isinstance(scoring, str):
+        return {scoring: scorer(scoring, "scoring")}, {"score": scoring}
+    if callable(scoring):
+        return {"score": scoring}, {"score": "score"}
+    if isinstance(scoring, (list, tuple, set, frozenset)) and scoring and all(isinstance(n, str) for n in scoring):
+        if len(set(scoring)) != len(scoring):
+            raise ValueError(f"Invalid value for argument `scoring`. Received: scoring={scoring!r}. The names repeat.")
+        return {n: scorer(n, "scoring") for n in scoring}, {n: n for n in scoring}
+    if isinstance(scoring, dict) and scoring and all(isinstance(n, str) for n in scoring):
+        return {n: scorer(v, f"scoring[{n!r}]") for n, v in scoring.items()}, {n: n for n in scoring}
+    raise ValueError(
+        f"Invalid value for argument `scoring`. Received: scoring={scoring!r}. Expected None, a scorer name, "
+        "a callable(estimator, X, y), a non-empty list of names or a non-empty dict of names or callables."
+    )
+
+
+def score_with(scorers: dict[str, Any], y_true: Any, predictions: Any, task: str, *,
+               sample_weight: Any = None) -> dict[str, float]:
+    """Every scorer of `check_scoring` applied to a fold's predictions.
+
+    A scorer calls `estimator.predict` / `predict_proba` /
+    `decision_function` on `X`; here the estimator is a stand-in that
+    answers from `predictions` (`X` is the rows' positions), so nothing is
+    predicted twice. A scorer receives `sample_weight` only when given.
+    """
+    labels = class_labels(y_true) if task == "classification" else np.asarray(y_true).reshape(len(y_true), -1)
+    if task != "classification" and labels.shape[1] == 1:
+        labels = labels.reshape(len(labels))
+    estimator = _fold_estimator(predictions, task)
+    rows = np.arange(len(labels))
+    extra = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight, dtype="float64")}
+    return {name: float(scorer(estimator, rows, labels, **extra)) for name, scorer in scorers.items()}
+
+
+def predicted_probabilities(predictions: Any) -> np.ndarray:
+    """Class probabilities `(n, num_classes)` from a classifier's outputs:
+    probabilities as they are, logits through a softmax (sigmoid for one
+    column); one column `p` becomes `[1 - p, p]`."""
+    predictions = np.asarray(predictions, dtype="float64")
+    if predictions.ndim == 1:
+        predictions = predictions.reshape(-1, 1)
+    probabilities = predictions.min(initial=0) >= 0 and predictions.max(initial=0) <= 1
+    if predictions.shape[1] == 1:
+        p = predictions[:, 0] if probabilities else 1 / (1 + np.exp(-predictions[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    if probabilities and np.allclose(predictions.sum(axis=1), 1, atol=1e-3):
+        # float32 softmax rows sum to 1 within 1e-7, which scikit-learn's
+        # log_loss warns about.
+        return predictions / predictions.sum(axis=1, keepdims=True)
+    shifted = np.exp(predictions - predictions.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _fold_estimator(predictions, task):
+    """A fitted scikit-learn estimator whose answers for `X` (row positions)
+    are the stored `predictions` of those rows."""
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+    predictions = np.asarray(predictions)
+
+    class _FoldClassifier(ClassifierMixin, BaseEstimator):
+        def __init__(self):
+            self.probabilities_ = predicted_probabilities(predictions)
+            self.classes_ = np.arange(self.probabilities_.shape[1])
+
+        def predict_proba(self, X):
+            return self.probabilities_[np.asarray(X, dtype="int64").reshape(-1)]
+
+        def decision_function(self, X):
+            rows = np.asarray(predictions, dtype="float64")[np.asarray(X, dtype="int64").reshape(-1)]
+            return rows.reshape(len(rows)) if rows.ndim == 2 and rows.shape[1] == 1 else rows
+
+        def predict(self, X):
+            return predicted_classes(predictions)[np.asarray(X, dtype="int64").reshape(-1)]
+
+    class _FoldRegressor(RegressorMixin, BaseEstimator):
+        def predict(self, X):
+            rows = np.asarray(predictions, dtype="float64")[np.asarray(X, dtype="int64").reshape(-1)]
+            return rows.reshape(len(rows)) if rows.ndim == 2 and rows.shape[1] == 1 else rows
+
+    return _FoldClassifier() if task == "classification" else _FoldRegressor()
 
 
 def predicted_classes(predictions: Any) -> np.ndarray:

@@ -56,6 +56,8 @@ class CVResult:
         info: Settings of the run (seed, epochs, per-fold seeds, ...).
         test_scores: Scores of the fold ensemble on held-out test data, set
             by `evaluate` (`None` until then).
+        refit_model: The model `fit(..., refit=True)` trained on all the
+            data (`info["refit_epochs"]` epochs), or `None`.
     """
 
     def __init__(self, *, scores, val_predictions, models, histories, plan, task, info=None,
@@ -75,6 +77,7 @@ class CVResult:
         self.info = dict(info or {})
         self.fold_info = list(fold_info or [{} for _ in self.models])
         self.test_scores = test_scores
+        self.refit_model = None
 
     @classmethod
     def _from_outcomes(cls, outcomes, plan, task, *, n_samples, info):

@@ -69,6 +69,7 @@ def export_saved_model(
     calibration: str | None = None,
     conformal: Conformal | None = None,
     calibration_data: tuple | None = None,
+    model: str = "ensemble",
 ) -> str:
     """Writes a TensorFlow Serving bundle to `base_path/<version>`.
 
@@ -132,6 +133,10 @@ def export_saved_model(
             Needed to calibrate `predict_randomized` (each fold model is
             randomized on its own validation fold); checked against the
             plan's fingerprint. Defaults to `None`.
+        model: `"ensemble"` (the fold models) or `"refit"` (the model
+            `fit(..., refit=True)` trained on all the data) of a `CVResult`;
+            the bundle's metadata records which under `metadata.model`.
+            Defaults to `"ensemble"`.
 
     Returns:
         The path of the published version directory.
@@ -148,6 +153,15 @@ def export_saved_model(
         )
     metadata = check_metadata(metadata)
     models, result = resolve(obj)
+    if model not in ("ensemble", "refit"):
+        raise ValueError(f"Invalid value for argument `model`. Received: model={model!r}. Expected 'ensemble' or 'refit'.")
+    if model == "refit":
+        if result is None or result.refit_model is None:
+            raise ValueError("model='refit' needs a CVResult (or run directory) from fit(..., refit=True); this one "
+                             "holds no refit model.")
+        models = [result.refit_model]
+    if result is not None:
+        metadata = {**metadata, "model": model}
     check_calibration(calibration, conformal, calibration_data, randomized)
     plan = _ExportPlan(models, result, randomized, metadata, warmup)
     if image_bytes:
