@@ -17,6 +17,7 @@ from tfcv.folds import (
     data_fingerprint,
     is_classification_target,
 )
+from tfcv.sources import ImageFiles
 
 
 def fold_source(folds, x, y, groups, *, seed, batch_size, pipeline, sample_weight=None, class_weight=None):
@@ -36,6 +37,9 @@ def fold_source(folds, x, y, groups, *, seed, batch_size, pipeline, sample_weigh
         return _DatasetSource(folds, None, batch_size=batch_size, pipeline=pipeline)
     if pipeline is not None:
         raise ValueError("`pipeline` applies to TFDS plans only; transform in-memory arrays before calling fit.")
+    if isinstance(x, ImageFiles):
+        return _FileSource(folds, x, y, groups, seed=seed, batch_size=batch_size, sample_weight=sample_weight,
+                           class_weight=class_weight)
     return _ArraySource(folds, x, y, groups, seed=seed, batch_size=batch_size, sample_weight=sample_weight,
                         class_weight=class_weight)
 
@@ -227,6 +231,34 @@ class _ArraySource:
         )
 
 
+class _FileSource(_ArraySource):
+    """Image files (`tfcv.sources.ImageFiles`) and their labels: the folds
+    are made over the file list, and every batch is read and decoded inside
+    `tf.data`, never the whole set at once."""
+
+    def __init__(self, folds, files, y, groups, **kwargs):
+        super().__init__(folds, files.paths, y, groups, **kwargs)
+        self.files = files
+
+    def fingerprint(self) -> dict:
+        return {**data_fingerprint(self.x, self.given_y), "files": self.files.fingerprint()}
+
+    def view(self) -> DataView:
+        return super().view()._replace(sample_shape=self.files.sample_shape, sample_text=False)
+
+    def gather(self, indices, *args):
+        paths, *rest = super().gather(indices, *args)
+        return (self.files.decode_files(paths), *rest)
+
+    def fold(self, k, seed, *, pipelines=True) -> _FoldData:
+        import tensorflow as tf
+
+        data = super().fold(k, seed, pipelines=pipelines)
+        paths = tf.data.Dataset.from_tensor_slices(self.x[self.plan.folds[k][0]]).batch(64)
+        data.adapt_input = paths.map(self.files.decode_files)
+        return data
+
+
 class _DatasetSource:
     """`tf.data` folds: a TFDS FoldPlan streamed from disk, or a callable
     `fold -> (train_ds, val_ds)` of batched datasets of `(x, y)`."""
@@ -281,6 +313,7 @@ class _DatasetSource:
             sample_shape=tuple(x_spec.shape)[1:] if single else None,
             sample_text=single and x_spec.dtype == tf.string,
             labels=data.val_labels, where="fold 0's validation labels", complete=False,
+            class_names=(self.plan.source or {}).get("class_names"),
         )
 
     def fold(self, k, seed) -> _FoldData:

@@ -1,0 +1,167 @@
+"""tfcv.sources: image folders, NPZ, CSV and TFDS names read into folds, and
+`tfcv run --data` / a `data:` section."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import tfcv
+from tfcv import cli, sources
+from tfcv._fold_sources import fold_source
+from tfcv.datasets import load_digits
+
+CLASSES = {0: "zero", 1: "one", 7: "seven"}
+
+
+def write_image_folder(root, *, per_class=30, size=20) -> str:
+    """Drawn digits 0, 1 and 7 as PNG and JPEG files of varying sizes, one
+    subfolder per class."""
+    x, y = load_digits()
+    for digit, name in CLASSES.items():
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for j, i in enumerate(np.flatnonzero(y == digit)[:per_class]):
+            image = Image.fromarray((x[i, :, :, 0] * 255).astype("uint8")).convert("RGB")
+            image = image.resize((size + j % 5, size + j % 3))
+            image.save(os.path.join(root, name, f"{i}.{'png' if j % 2 else 'jpg'}"))
+    return str(root)
+
+
+def start_server(base, name, log_dir):
+    """`tfcv serve` on one base path, started and available."""
+    from test_serving import Server, free_port
+
+    rest_port, grpc_port = free_port(), free_port()
+    server = Server([os.path.join(os.path.dirname(sys.executable), "tfcv"), "serve", "--model_name", name,
+                     "--model_base_path", str(base), "--port", str(grpc_port), "--rest_api_port", str(rest_port)],
+                    rest_port=rest_port, grpc_port=grpc_port, log_path=os.path.join(log_dir, "server.log"))
+    try:
+        server.wait_until_available(name)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("images") / "digits", per_class=12)
+
+
+def test_image_directory_lists_files_and_class_names(image_folder):
+    data = sources.image_directory(image_folder, image_size=(12, 10))
+    assert data.class_names == ["one", "seven", "zero"]
+    assert data.num_classes == 3 and data.input_shape == (12, 10, 3) and data.kind == "image"
+    assert len(data.x) == 36 and sorted(set(data.y)) == data.class_names
+    assert all(os.path.basename(os.path.dirname(p)) == label for p, label in zip(data.x.paths, data.y))
+
+
+def test_file_folds_are_stratified_and_decode_in_the_pipeline(image_folder):
+    data = sources.image_directory(image_folder, image_size=(8, 8), channels=1)
+    source = fold_source(3, data.x, data.y, None, seed=0, batch_size=5, pipeline=None)
+    seen = []
+    for train, val in source.plan.folds:
+        assert not set(train) & set(val)
+        assert sorted(np.unique(data.y[val], return_counts=True)[1].tolist()) == [4, 4, 4]
+        seen += list(val)
+    assert sorted(seen) == list(range(36))
+    assert source.view().sample_shape == (8, 8, 1) and source.view().class_names == ["one", "seven", "zero"]
+    fold = source.fold(0, seed=1)
+    x, y = next(iter(fold.validation))
+    val = np.asarray(source.plan.folds[0][1])
+    first = sources.decode_image(tf.io.read_file(data.x.paths[val[0]]), image_size=(8, 8), channels=1)
+    assert x.shape == (12, 8, 8, 1) and x.dtype == tf.float32
+    np.testing.assert_allclose(x[0], first, atol=1e-6)
+    assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
+    assert [source.class_names[i] for i in y.numpy()] == data.y[val].tolist()
+
+
+def test_image_folder_cross_validates_with_class_names(image_folder):
+    data = sources.load_data({"directory": image_folder, "image_size": [8, 8]})
+    cv = tfcv.CrossValidator(tfcv.models.ReferenceCNN(data.input_shape, data.num_classes), folds=2)
+    result = cv.fit(data.x, data.y, epochs=1, verbose=0)
+    assert result.info["class_names"] == ["one", "seven", "zero"]
+    assert result.oof_predictions.shape == (36, 3)
+
+
+def test_image_folder_errors_name_the_path(tmp_path, image_folder):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        sources.image_directory(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    (empty / "cats").mkdir(parents=True)
+    (empty / "dogs").mkdir()
+    Image.new("RGB", (4, 4)).save(empty / "dogs" / "a.png")
+    with pytest.raises(ValueError, match=r"Class folder '.*cats' holds no images"):
+        sources.image_directory(empty)
+    (empty / "cats" / "broken.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"Corrupt or unsupported image file '.*broken\.jpg'"):
+        sources.image_directory(empty)
+    with pytest.raises(ValueError, match="image_size"):
+        sources.image_directory(image_folder, image_size=(0, 8))
+
+
+def test_npz_and_csv(tmp_path):
+    x, y = load_digits()
+    groups = np.arange(len(x)) % 7
+    np.savez(tmp_path / "d.npz", x=x, y=y, groups=groups)
+    data = sources.load_data(str(tmp_path / "d.npz"))
+    assert data.input_shape == (8, 8, 1) and data.num_classes == 10 and data.kind == "image"
+    np.testing.assert_array_equal(data.groups, groups)
+    np.savez(tmp_path / "bad.npz", images=x)
+    with pytest.raises(ValueError, match="expected 'x' and 'y'"):
+        sources.read_npz(tmp_path / "bad.npz")
+
+    (tmp_path / "t.csv").write_text('text,label\n"good, very good",pos\nbad,neg\nfine,pos\n', encoding="utf-8")
+    data = sources.load_data(sources.parse_data(str(tmp_path / "t.csv"), text_column="text", label_column="label"))
+    assert data.x.tolist() == ["good, very good", "bad", "fine"] and data.class_names == ["neg", "pos"]
+    assert data.kind == "text"
+    with pytest.raises(ValueError, match=r"text_column='body'.*columns \['text', 'label'\]"):
+        sources.read_csv(tmp_path / "t.csv", text_column="body", label_column="label")
+    with pytest.raises(ValueError, match="needs `label_column`"):
+        sources.load_data({"csv": str(tmp_path / "t.csv"), "text_column": "text"})
+
+
+def test_parse_data():
+    assert sources.parse_data("tfds:mnist:test") == {"tfds": "mnist", "split": "test"}
+    assert sources.parse_data("tfds:mnist", image_size=None) == {"tfds": "mnist"}
+    assert sources.parse_data("photos/", image_size=[32, 32]) == {"directory": "photos/", "image_size": [32, 32]}
+    with pytest.raises(ValueError, match="exactly one of"):
+        sources.parse_data({"npz": "a.npz", "csv": "b.csv"})
+    with pytest.raises(ValueError, match=r"Invalid keys \['text_column'\]"):
+        sources.parse_data({"npz": "a.npz", "text_column": "t"})
+
+
+def test_tfds_name_offline(tfds_digits_dir, tmp_path):
+    data = sources.load_data({"tfds": "tfcv_digits", "data_dir": tfds_digits_dir}, folds=3)
+    assert data.x is None and len(data.folds) == 3 and data.input_shape == (8, 8, 1)
+    assert data.class_names == [str(i) for i in range(10)] and data.num_classes == 10
+    with pytest.raises(ValueError, match="Unknown TFDS dataset 'no_such_dataset_xyz'"):
+        sources.load_data("tfds:no_such_dataset_xyz")
+    with pytest.raises(ValueError, match="'tfcv_digits' is not prepared in"):
+        sources.read_tfds("tfcv_digits", folds=2, data_dir=str(tmp_path / "empty"), download=False)
+
+
+def test_tfcv_run_yaml_data_section_tfds(tfds_digits_dir, tmp_path, capsys):
+    config = tmp_path / "experiment.yaml"
+    config.write_text(f"folds: 2\nepochs: 1\ndata:\n  tfds: tfcv_digits\n  data_dir: {tfds_digits_dir}\n")
+    assert cli.main(["run", str(config), "--run-dir", str(tmp_path / "run"), "--verbose", "0"]) == 0
+    assert "TFDS tfcv_digits[train]" in capsys.readouterr().out
+    result = tfcv.CVResult.load(tmp_path / "run")
+    assert result.info["class_names"] == [str(i) for i in range(10)]
+
+
+def test_tfcv_run_data_errors_are_one_line(tmp_path, capsys):
+    for args, expected in [
+        (["--data", str(tmp_path / "missing")], "does not exist"),
+        (["--data", "tfds:no_such_dataset_xyz"], "Unknown TFDS dataset 'no_such_dataset_xyz'"),
+        (["--image-size", "8", "8"], "--image-size need --data"),
+        (["--data", str(tmp_path / "t.csv")], "needs `text_column` (--text-column"),
+    ]:
+        assert cli.main(["run", *args, "--run-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("tfcv run: error:") and expected in err[0], err
