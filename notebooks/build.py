@@ -43,6 +43,8 @@ import nbformat
 REPO = "tfcv-dev/tfcv"
 #: The branch the Colab badges open.
 BRANCH = "main"
+#: The distribution name (setup.cfg's `name`; `tfcv` on PyPI is another project). The import name is `tfcv`.
+DISTRIBUTION = "tfcv-keras"
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent
 SOURCE_DIR = NOTEBOOKS_DIR / "src"
@@ -50,13 +52,20 @@ KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3
 
 _COLAB_GUARD = 'if "google.colab" in sys.modules:'
 _SETUP = f"""\
-# On Colab, install tfcv; anywhere else this cell does nothing.
+# On Colab, install tfcv ({DISTRIBUTION}); anywhere else this cell does nothing.
 import sys
 
 {_COLAB_GUARD}
     import subprocess
+    from importlib.metadata import version
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tfcv @ git+https://github.com/{REPO}"], check=True)"""
+    # The serving API of Colab's own TensorFlow minor version: an unpinned one
+    # would pull a newer TensorFlow over it.
+    serving_api = "tensorflow-serving-api==" + ".".join(version("tensorflow").split(".")[:2]) + ".*"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", serving_api, "{DISTRIBUTION} @ git+https://github.com/{REPO}"],
+        check=True,
+    )"""
 
 
 def colab_url(notebook_name: str) -> str:

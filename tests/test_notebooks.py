@@ -144,7 +144,7 @@ def test_notebook_setup_cell_installs_tfcv_on_colab_only(name):
     assert not guards[0].orelse
     installs = [
         node for node in ast.walk(guards[0])
-        if isinstance(node, ast.Constant) and node.value == f"tfcv @ git+https://github.com/{build.REPO}"
+        if isinstance(node, ast.Constant) and node.value == f"{build.DISTRIBUTION} @ git+https://github.com/{build.REPO}"
     ]
     assert installs, "pip installs tfcv from the repository"
 
