@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 
 from tfcv.layers.augmentation import Augmentation
+from tfcv.layers.gradient_gate import GradientGate
 from tfcv.layers.mixing import BatchMixer
 
 # The names imported `as` themselves are re-exported: they were importable
@@ -30,7 +32,10 @@ from tfcv.spec import SpecValueError as SpecValueError
 from tfcv.spec import application_names as application_names
 from tfcv.spec import read_yaml as read_yaml
 
-__all__ = ["ModelSpec", "ModelBuilder", "build_model", "ConvBlock", "Backbone", "Head", "Preprocessing", "Training"]
+__all__ = ["ModelSpec", "ModelBuilder", "build_model", "ConvBlock", "Backbone", "Head", "Preprocessing", "Training",
+           "FineTuning"]
+
+_GATE = "fine_tune_gate"
 
 
 # ------------------------------------------------------------ building
@@ -64,6 +69,14 @@ class ModelBuilder:
     @property
     def batch_mixer(self) -> BatchMixer | None:
         return self.spec.batch_mixer()
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        """The callbacks the spec needs in `fit`: `FineTuning` when the
+        backbone has a `fine_tune` section, else none."""
+        fine_tune = self.spec.backbone.fine_tune
+        if fine_tune is None:
+            return []
+        return [FineTuning(fine_tune.freeze_epochs, self.spec.training.learning_rate, fine_tune.learning_rate_factor)]
 
     def __getstate__(self):
         return {"spec": self.spec.to_dict()}
@@ -110,8 +123,13 @@ def build_model(spec: ModelSpec | Mapping[str, Any], *, compile: bool = True) ->
     if backbone.application is None:
         for i, block in enumerate(backbone.blocks, start=1):
             x = _conv_block(x, block, i)
-    else:
+    elif backbone.fine_tune is None:
         x = _application(backbone, tuple(x.shape[1:]))(x)
+    else:
+        # Inference mode throughout, BatchNormalization above all (Keras'
+        # transfer-learning guide); the gate freezes it in phase 1.
+        x = _application(backbone, tuple(x.shape[1:]))(x, training=False)
+        x = GradientGate(name=_GATE)(x)
     x = _head(spec.head, x)
     if spec.task == "regression":
         outputs = keras.layers.Dense(spec.num_outputs, name="predictions", dtype="float32")(x)
@@ -166,26 +184,88 @@ def _conv_block(x, block: ConvBlock, i: int):
 
 
 def _application(backbone: Backbone, input_shape):
-    if backbone.weights is not None and not os.path.isfile(backbone.weights):
+    if backbone.weights not in (None, "imagenet") and not os.path.isfile(backbone.weights):
         raise FileNotFoundError(
             f"Invalid value for `backbone.weights` in the model spec. Received: {backbone.weights!r}, "
-            "which is not a file. Expected null or the path of a local weights file."
+            "which is not a file. Expected null, 'imagenet' or the path of a local weights file."
         )
     function = getattr(keras.applications, backbone.application)
     try:
         model = function(include_top=False, weights=backbone.weights, input_shape=input_shape, **backbone.options)
-    except ValueError as error:
+    except Exception as error:
+        if backbone.weights == "imagenet" and "fetch failure" in str(error):
+            raise _download_error(backbone.application, error) from None
+        if not isinstance(error, ValueError):
+            raise
         raise ValueError(
             f"keras.applications.{backbone.application} refused the spec (`backbone`) for images of shape "
             f"{input_shape}: {error} Set `preprocessing.resizing` to a size it accepts (most need at "
             "least 32x32)."
         ) from None
     model.name = "backbone"
-    if backbone.fine_tune_layers is not None:
+    if backbone.fine_tune is not None:
+        unfreeze = backbone.fine_tune.unfreeze
+        top = model.layers if unfreeze == "all" else model.layers[-unfreeze:]
+        for layer in model.layers:
+            # BatchNormalization never trains: its statistics stay the pretrained ones.
+            layer.trainable = any(layer is t for t in top) and not isinstance(layer, keras.layers.BatchNormalization)
+    elif backbone.fine_tune_layers is not None:
         frozen = len(model.layers) - backbone.fine_tune_layers
         for layer in model.layers[:max(frozen, 0)]:
             layer.trainable = False
     return model
+
+
+def _download_error(application: str, error: Exception) -> RuntimeError:
+    url = re.search(r"https?://\S+?(?=[:\s]|$)", str(error))
+    name = os.path.basename(url.group(0)) if url else f"the {application} ImageNet weights file"
+    cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
+    source = f" (from {url.group(0)})" if url else ""
+    return RuntimeError(
+        f"Could not download the ImageNet weights of keras.applications.{application} (`backbone.weights: "
+        f"imagenet`): offline, place {name}{source} at {os.path.join(cache, name)}, or set `backbone.weights` to "
+        "the path of a local weights file."
+    )
+
+
+class FineTuning(keras.callbacks.Callback):
+    """Switches two-phase fine-tuning (`backbone.fine_tune` in a spec) at
+    the start of every epoch, so a resumed fold lands in the right phase.
+
+    Phase 1 (epochs before `freeze_epochs`): the backbone's gradient gate
+    is closed and the learning rate is `learning_rate`. Phase 2: the gate
+    opens (the top `unfreeze` layers train) and the learning rate becomes
+    `learning_rate * learning_rate_factor`.
+
+    Args:
+        freeze_epochs: `int`. Epochs of phase 1.
+        learning_rate: `float`. The spec's learning rate.
+        learning_rate_factor: `float`. Its factor in phase 2.
+
+    Example:
+
+    >>> builder = tfcv.ModelBuilder(spec)
+    >>> cv.fit(x, y, epochs=10, callbacks=builder.callbacks())
+    """
+
+    def __init__(self, freeze_epochs: int, learning_rate: float, learning_rate_factor: float):
+        super().__init__()
+        self.freeze_epochs = int(freeze_epochs)
+        self.learning_rate = float(learning_rate)
+        self.learning_rate_factor = float(learning_rate_factor)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        fine_tuning = epoch >= self.freeze_epochs
+        gates = [layer for layer in self.model.layers if layer.name == _GATE]
+        if not gates:
+            raise ValueError(
+                f"FineTuning needs a model built from a spec with `backbone.fine_tune`; model "
+                f"{self.model.name!r} has no layer {_GATE!r}."
+            )
+        for gate in gates:
+            gate.gate.assign(1.0 if fine_tuning else 0.0)
+        factor = self.learning_rate_factor if fine_tuning else 1.0
+        self.model.optimizer.learning_rate.assign(self.learning_rate * factor)
 
 
 def _head(head: Head, x):

@@ -191,6 +191,8 @@ def _run_command(args: argparse.Namespace) -> int:
     with backend:
         result = cv.fit(
             x, y, epochs=config["epochs"], batch_size=config["batch_size"], groups=groups, pipeline=pipeline,
+            # A spec's own callbacks (two-phase fine-tuning).
+            callbacks=getattr(build_fn, "callbacks", list)(),
             run_dir=config["run_dir"], verbose=config["verbose"], n_jobs=config["n_jobs"],
             refit=bool(config["refit"]),
         )

@@ -29,6 +29,7 @@ from tfcv.layers.mixing import BatchMixer
 __all__ = [
     "Backbone",
     "ConvBlock",
+    "FineTune",
     "Head",
     "ModelSpec",
     "Preprocessing",
@@ -321,6 +322,39 @@ _DEFAULT_BLOCKS = (ConvBlock(32), ConvBlock(64))
 
 
 @dataclass(frozen=True)
+class FineTune:
+    """The `backbone.fine_tune` section: two-phase fine-tuning of a
+    pretrained `application` backbone in every fold.
+
+    Phase 1 (the first `freeze_epochs` epochs) trains the head on a frozen
+    backbone; phase 2 lets the top `unfreeze` layers of the backbone train
+    at `learning_rate * learning_rate_factor`, as Keras' transfer-learning
+    guide prescribes. BatchNormalization layers of the backbone stay in
+    inference mode in both phases. `tfcv.builder.FineTuning` (from
+    `ModelBuilder.callbacks()`; `tfcv run` adds it) switches phases.
+
+    Args:
+        freeze_epochs: `int` >= 1. Epochs of phase 1. Defaults to `3`.
+        unfreeze: `int` >= 1 (top layers) or `"all"`. Defaults to `"all"`.
+        learning_rate_factor: `float` in (0, 1]. Defaults to `0.1`.
+    """
+
+    freeze_epochs: int = 3
+    unfreeze: Any = "all"
+    learning_rate_factor: float = 0.1
+
+    def __post_init__(self):
+        _set(self, "freeze_epochs", _int("freeze_epochs", self.freeze_epochs, minimum=1))
+        if self.unfreeze != "all":
+            if not is_int(self.unfreeze):
+                raise _invalid("unfreeze", self.unfreeze, "an int >= 1 (top layers) or 'all'", SpecTypeError)
+            _set(self, "unfreeze", _int("unfreeze", self.unfreeze, minimum=1))
+        _set(self, "learning_rate_factor", _float("learning_rate_factor", self.learning_rate_factor, low=0.0))
+        if not 0.0 < self.learning_rate_factor <= 1.0:
+            raise _invalid("learning_rate_factor", self.learning_rate_factor, "a float in (0, 1]")
+
+
+@dataclass(frozen=True)
 class Backbone:
     """The `backbone` section: conv blocks, or a `keras.applications` model.
 
@@ -332,14 +366,18 @@ class Backbone:
             `"MobileNetV3Small"`, `"EfficientNetB0"` or `"ResNet50"`, built
             with `include_top=False` as a nested model named `backbone`.
             Defaults to `None`.
-        weights: `None` (random initialization) or the path of a local
-            weights file (tfcv never downloads). Defaults to `None`.
+        weights: `None` (random initialization), `"imagenet"` (Keras
+            downloads the file once into `~/.keras/models` or reuses it
+            from there; offline, the error names the file to place) or the
+            path of a local weights file. Defaults to `None`.
         fine_tune_layers: `int`. Train only the top `n` layers of the
             application (`0` freezes it; frozen BatchNormalization layers
             run in inference mode), or `None` to train all. Defaults to
             `None`.
         options: `dict` of further arguments for the application function
             (`alpha`, `minimalistic`, `include_preprocessing`, ...).
+        fine_tune: A `FineTune` or its mapping: two-phase fine-tuning, or
+            `None`. Defaults to `None`.
     """
 
     blocks: Any = None
@@ -347,10 +385,11 @@ class Backbone:
     weights: str | None = None
     fine_tune_layers: int | None = None
     options: Any = field(default_factory=dict)
+    fine_tune: Any = None
 
     def __post_init__(self):
         if self.application is None:
-            for name, default in (("weights", None), ("fine_tune_layers", None)):
+            for name, default in (("weights", None), ("fine_tune_layers", None), ("fine_tune", None)):
                 if getattr(self, name) != default:
                     raise _invalid(name, getattr(self, name), "null: it only applies to an `application` backbone")
             if self.options:
@@ -375,12 +414,13 @@ class Backbone:
             if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
                 raise _invalid("weights", self.weights, "null or the path of a local weights file", SpecTypeError)
             if self.weights is not None:
-                weights = os.fspath(self.weights)
-                if weights == "imagenet":
-                    raise _invalid("weights", weights, "null or the path of a local weights file: tfcv never "
-                                   "downloads; fetch the file once and give its path")
-                _set(self, "weights", weights)
+                _set(self, "weights", os.fspath(self.weights))
             _set(self, "fine_tune_layers", _int("fine_tune_layers", self.fine_tune_layers, minimum=0, optional=True))
+            if self.fine_tune is not None:
+                if self.fine_tune_layers is not None:
+                    raise _invalid("fine_tune_layers", self.fine_tune_layers,
+                                   "null with `fine_tune` (set fine_tune.unfreeze instead)")
+                _set(self, "fine_tune", _section(FineTune, self.fine_tune, "fine_tune"))
             if not isinstance(self.options, Mapping):
                 raise _invalid("options", self.options, "a mapping of keras.applications arguments", SpecTypeError)
             accepted = [p for p in inspect.signature(getattr(keras.applications, self.application)).parameters
@@ -597,8 +637,9 @@ class ModelSpec:
         - {filters: 32, kernel_size: 3, strides: 1, batch_norm: true,
            activation: relu, pooling: max, dropout: 0.0, residual: false}
         - {filters: 64, residual: true}
-      # or: application: MobileNetV3Small, weights: null,
-      #     fine_tune_layers: null, options: {minimalistic: true}
+      # or: application: MobileNetV3Small, weights: imagenet (or a file),
+      #     fine_tune_layers: null, options: {minimalistic: true},
+      #     fine_tune: {freeze_epochs: 3, unfreeze: 20, learning_rate_factor: 0.1}
     head: {pooling: avg, units: [64], dropout: 0.2, activation: relu}
     training:
       optimizer: adam             # or {name: sgd, momentum: 0.9}
@@ -695,6 +736,9 @@ class ModelSpec:
             if where and self.task != "classification":
                 raise _invalid(f"augmentation[{where[0]}]", dict(self.augmentation[where[0]]),
                                f"no {name!r} for regression: it mixes class labels")
+        if self.backbone.fine_tune is not None and self.training.schedule is not None:
+            raise _invalid("training.schedule", dict(self.training.schedule),
+                           "null with backbone.fine_tune, whose phase 2 scales the constant learning rate")
         if self.training.label_smoothing and self.task != "classification":
             raise _invalid("training.label_smoothing", self.training.label_smoothing, "0 for regression")
         if not isinstance(self.name, str) or not self.name:
