@@ -120,3 +120,28 @@ def test_csv_to_rest_request_with_sentences(tmp_path, capsys):
         assert predicted == ["sports", "weather", "food"]
     finally:
         server.stop()
+
+
+def test_text_task_in_the_spec_from_a_yaml_experiment(tmp_path, capsys):
+    spec = tfcv.ModelSpec.from_dict({"input_shape": [], "num_classes": 3, "head": {"pooling": "max", "units": []},
+                                     "text": {"max_tokens": 60, "sequence_length": 8, "filters": 0}})
+    assert tfcv.ModelSpec.from_dict(spec.to_dict()) == spec
+    model = tfcv.build_model(spec)
+    assert [layer.name for layer in model.layers][:3] == ["text", "vectorize", "embedding"]
+    with pytest.raises(tfcv.SpecError, match=r"`input_shape`.*Expected \[\] with `text`"):
+        tfcv.ModelSpec.from_dict({**spec.to_dict(), "input_shape": [8, 8, 1]})
+    with pytest.raises(tfcv.SpecError, match="`augmentation`"):
+        tfcv.ModelSpec.from_dict({**spec.to_dict(), "augmentation": [{"flip": "horizontal"}]})
+
+    data = write_csv(tmp_path / "topics.csv", n=60)
+    config = tmp_path / "experiment.yaml"
+    config.write_text(
+        f"folds: 2\nepochs: 2\ndata: {{csv: {data}, text_column: sentence, label_column: topic}}\n"
+        "model:\n  text: {max_tokens: 60, sequence_length: 8, embedding_dim: 8}\n  head: {units: []}\n"
+    )
+    assert cli.main(["run", str(config), "--run-dir", str(tmp_path / "run"), "--verbose", "0"]) == 0
+    result = tfcv.CVResult.load(tmp_path / "run")
+    assert result.info["class_names"] == ["food", "sports", "weather"]
+    vocabularies = [m.get_layer("vectorize").get_vocabulary() for m in result.models]
+    assert vocabularies[0] != vocabularies[1] and all(len(v) > 10 for v in vocabularies)
+    assert "60 sentences of 3 classes" in capsys.readouterr().out

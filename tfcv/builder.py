@@ -117,19 +117,12 @@ def build_model(spec: ModelSpec | Mapping[str, Any], *, compile: bool = True) ->
     >>> model = tfcv.build_model({"input_shape": [8, 8, 1], "num_classes": 10})
     """
     spec = ModelSpec.from_dict(spec)
-    inputs = keras.Input(spec.input_shape, name="image")
-    x = _preprocess(spec, inputs)
-    backbone = spec.backbone
-    if backbone.application is None:
-        for i, block in enumerate(backbone.blocks, start=1):
-            x = _conv_block(x, block, i)
-    elif backbone.fine_tune is None:
-        x = _application(backbone, tuple(x.shape[1:]))(x)
+    if spec.text is not None:
+        inputs = keras.Input((), dtype="string", name="text")
+        x = _text(spec.text, inputs)
     else:
-        # Inference mode throughout, BatchNormalization above all (Keras'
-        # transfer-learning guide); the gate freezes it in phase 1.
-        x = _application(backbone, tuple(x.shape[1:]))(x, training=False)
-        x = GradientGate(name=_GATE)(x)
+        inputs = keras.Input(spec.input_shape, name="image")
+        x = _backbone(spec.backbone, _preprocess(spec, inputs))
     x = _head(spec.head, x)
     if spec.task == "regression":
         outputs = keras.layers.Dense(spec.num_outputs, name="predictions", dtype="float32")(x)
@@ -158,6 +151,19 @@ def _preprocess(spec, x):
     elif p.normalization:
         x = keras.layers.Normalization(axis=-1, name="normalization")(x)
     return x
+
+
+def _backbone(backbone: Backbone, x):
+    if backbone.application is None:
+        for i, block in enumerate(backbone.blocks, start=1):
+            x = _conv_block(x, block, i)
+        return x
+    if backbone.fine_tune is None:
+        return _application(backbone, tuple(x.shape[1:]))(x)
+    # Inference mode throughout, BatchNormalization above all (Keras'
+    # transfer-learning guide); the gate freezes it in phase 1.
+    x = _application(backbone, tuple(x.shape[1:]))(x, training=False)
+    return GradientGate(name=_GATE)(x)
 
 
 def _conv_block(x, block: ConvBlock, i: int):
@@ -268,11 +274,24 @@ class FineTuning(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.learning_rate * factor)
 
 
+def _text(text, x):
+    x = keras.layers.TextVectorization(max_tokens=text.max_tokens, output_sequence_length=text.sequence_length,
+                                       name="vectorize")(x)
+    x = keras.layers.Embedding(text.max_tokens, text.embedding_dim, name="embedding")(x)
+    if text.filters:
+        x = keras.layers.Conv1D(text.filters, min(text.kernel_size, text.sequence_length), activation="relu",
+                                name="conv")(x)
+    return x
+
+
 def _head(head: Head, x):
+    tokens = len(x.shape) == 3
     if head.pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        pool = keras.layers.GlobalAveragePooling1D if tokens else keras.layers.GlobalAveragePooling2D
+        x = pool(name="head_pool")(x)
     elif head.pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
+        pool = keras.layers.GlobalMaxPooling1D if tokens else keras.layers.GlobalMaxPooling2D
+        x = pool(name="head_pool")(x)
     else:
         x = keras.layers.Flatten(name="head_flatten")(x)
     for i, units in enumerate(head.units, start=1):

@@ -152,6 +152,8 @@ def _build_fn(config: dict, input_shape, num_classes, kind="image"):
     # The data fills in what a `model:` section may leave out.
     spec = dict(config["model"])
     spec.setdefault("input_shape", list(input_shape))
+    if kind == "text":
+        spec.setdefault("text", {})
     if spec.get("task", "classification") == "classification":
         spec.setdefault("num_classes", int(num_classes))
     return ModelBuilder(ModelSpec.from_dict(spec))

@@ -36,6 +36,7 @@ __all__ = [
     "SpecError",
     "SpecTypeError",
     "SpecValueError",
+    "Text",
     "Training",
     "application_names",
     "optimizer_class",
@@ -433,6 +434,37 @@ class Backbone:
 
 
 @dataclass(frozen=True)
+class Text:
+    """The `text` section: the model takes raw sentences (`input_shape: []`).
+
+    Layers: `vectorize` (`TextVectorization`, lower-cased, punctuation
+    stripped, its vocabulary adapted on each fold's training split),
+    `embedding`, then `conv` (`Conv1D` with ReLU, unless `filters` is 0),
+    then the head, whose `pooling` pools over the tokens.
+
+    Args:
+        max_tokens: `int` >= 3. Vocabulary size. Defaults to `20000`.
+        sequence_length: `int`. Tokens kept per sentence. Defaults to `128`.
+        embedding_dim: `int`. Defaults to `64`.
+        filters: `int`. Width of the convolution, `0` for none (a pooled
+            bag of embeddings). Defaults to `64`.
+        kernel_size: `int`. Tokens one filter sees. Defaults to `5`.
+    """
+
+    max_tokens: int = 20000
+    sequence_length: int = 128
+    embedding_dim: int = 64
+    filters: int = 64
+    kernel_size: int = 5
+
+    def __post_init__(self):
+        _set(self, "max_tokens", _int("max_tokens", self.max_tokens, minimum=3))
+        for name in ("sequence_length", "embedding_dim", "kernel_size"):
+            _set(self, name, _int(name, getattr(self, name), minimum=1))
+        _set(self, "filters", _int("filters", self.filters, minimum=0))
+
+
+@dataclass(frozen=True)
 class Head:
     """The `head` section: pooling, dense layers and dropout.
 
@@ -649,6 +681,7 @@ class ModelSpec:
       metrics: auto
       label_smoothing: 0.1
     name: model
+    # text: {max_tokens: 20000, sequence_length: 128}   # with input_shape: [] (see Text)
     ```
 
     The model's graph is `image` -> `rescaling` -> `resizing` ->
@@ -678,6 +711,9 @@ class ModelSpec:
         head: A `Head` or its mapping.
         training: A `Training` or its mapping.
         name: `str`. The model's name. Defaults to `"model"`.
+        text: A `Text` or its mapping: a text model taking raw sentences
+            (with `input_shape: []`; no preprocessing, augmentation or
+            backbone), or `None` for images. Defaults to `None`.
 
     Example:
 
@@ -698,10 +734,20 @@ class ModelSpec:
     head: Any = field(default_factory=Head)
     training: Any = field(default_factory=Training)
     name: str = "model"
+    text: Any = None
 
     def __post_init__(self):
         shape = self.input_shape
-        if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+        if self.text is not None:
+            if not isinstance(shape, (list, tuple)) or len(shape) != 0:
+                raise _invalid("input_shape", shape, "[] with `text` (one sentence per sample)", SpecTypeError)
+            _set(self, "text", _section(Text, self.text, "text"))
+            for key, section in (("preprocessing", Preprocessing), ("backbone", Backbone)):
+                if _section(section, getattr(self, key), key) != section():
+                    raise _invalid(key, _plain(getattr(self, key)), f"the default with `text`: a text model has no {key}")
+            if self.augmentation:
+                raise _invalid("augmentation", _plain(self.augmentation), "[] with `text`")
+        elif not isinstance(shape, (list, tuple)) or len(shape) != 3:
             raise _invalid("input_shape", shape, "[height, width, channels]", SpecTypeError)
         _set(self, "input_shape", tuple(_int(f"input_shape[{i}]", d, minimum=1) for i, d in enumerate(shape)))
         _choice("task", self.task, _TASKS)
@@ -727,7 +773,8 @@ class ModelSpec:
         _set(self, "head", _section(Head, self.head, "head"))
         _set(self, "training", _section(Training, self.training, "training"))
         _set(self, "augmentation", tuple(_freeze(item) for item in check_augmentations(
-            self.augmentation, path="augmentation", channels=self.input_shape[-1], allow_batch_mixing=True)))
+            self.augmentation, path="augmentation", channels=self.input_shape[-1] if self.input_shape else 1,
+            allow_batch_mixing=True)))
         for name in _BATCH_MIXING:
             where = [i for i, item in enumerate(self.augmentation) if name in item]
             if len(where) > 1:
