@@ -111,6 +111,7 @@ def test_metadata(cv_result, ensemble_bundle):
                                   "samples_per_fold": [6, 5, 5]}
     assert meta["versions"] == {"tfcv": tfcv.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
     assert meta["metadata"] == {"owner": "tests"}
+    assert meta["model"] == "ensemble"
     assert meta["signatures"]["predict_folds"]["outputs"]["outputs"] == {"dtype": "float32", "shape": [None, 3, 10]}
 
     table = export.describe(ensemble_bundle)

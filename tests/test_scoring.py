@@ -251,7 +251,7 @@ def test_refit_trains_on_all_the_data_for_the_median_best_epoch(small_digits, tm
     from tfcv import bundle
 
     metadata = bundle.read_metadata(path)
-    assert metadata["metadata"]["model"] == "refit" and metadata["n_folds"] == 1
+    assert metadata["model"] == "refit" and metadata["n_folds"] == 1
     with pytest.raises(ValueError, match="model='best'"):
         tfcv.export_saved_model(result, tmp_path / "serving" / "other", model="best")
 

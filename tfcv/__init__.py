@@ -29,6 +29,7 @@ _EXPORTS = {
     "plots": "tfcv.plots",
     "preprocessing": "tfcv.preprocessing",
     "tuning": "tfcv.tuning",
+    "uncertainty": "tfcv.uncertainty",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -52,7 +52,7 @@ _WARMUP_BATCH_SIZES = (1, 2, 5)
 _AUTO_INPUT_NAME = re.compile(r"^(input|input_layer|keras_tensor)(_\d+)?$")
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _STATE_NAME = "seed_generator_state"
-_KNOWN_METADATA = ("class_names", "task", "input_range")
+_KNOWN_METADATA = ("class_names", "task", "input_range", "model")
 
 
 def check_metadata(metadata) -> dict:
@@ -451,6 +451,8 @@ class _ExportPlan:
             "output_names": self.output_names,
             "class_names": self.class_names,
             "n_folds": self.n_folds,
+            # Which model of a CVResult is served: the fold ensemble or the refit model.
+            "model": self.user_metadata.get("model"),
             "scores": scores,
             "randomized": randomized,
             "signatures": signatures,

@@ -554,12 +554,9 @@ def _set_parallelism(intra: int, inter: int) -> None:
 
 
 def _package_version() -> str:
-    from importlib import metadata
+    from tfcv import __version__
 
-    try:
-        return metadata.version("tfcv")
-    except metadata.PackageNotFoundError:
-        return "(unknown version)"
+    return __version__
 
 
 def _configure_logging() -> None:
