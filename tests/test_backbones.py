@@ -38,7 +38,12 @@ def test_imagenet_is_accepted_and_offline_names_the_cache_file(monkeypatch, tmp_
     built = tfcv.ModelSpec.from_dict({**spec("imagenet"), "backbone": {**APP, "options": {"minimalistic": True},
                                                                       "weights": "imagenet"}})
     assert built.backbone.weights == "imagenet"
-    # No network in tests: the download goes to a closed local port.
+    # No network in tests: the download goes to a closed local port. urllib
+    # builds its global opener (with these proxies) on first use and keeps it
+    # for the process; the opener is put back as it was after the test.
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "_opener", None)
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

@@ -140,12 +140,17 @@ class _Server:
         self._log.close()
 
 
+# The servers are on this machine: never go through a proxy from the
+# environment (or one that urllib's global opener cached earlier in the run).
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def call_rest(url, req, max_attempts=3):
     """TF Serving's CallREST: the body of a GET (req None) or a JSON POST."""
     for attempt in range(max_attempts):
         try:
             data = json.dumps(req).encode("utf-8") if req is not None else None
-            with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as response:
+            with _LOCAL.open(urllib.request.Request(url, data=data), timeout=30) as response:
                 return response.read()
         except Exception:
             if attempt == max_attempts - 1:
@@ -577,7 +582,7 @@ def test_rest_error_codes_as_tf_serving(servers, url, body, status, fragment):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"http://{servers['default'].rest_address}{url}", data=data)
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(request, timeout=30)
+        _LOCAL.open(request, timeout=30)
     assert info.value.code == status
     assert fragment in json.loads(info.value.read())["error"]
 
