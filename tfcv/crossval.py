@@ -371,14 +371,3 @@ class CrossValidator:
         if not fits:
             return "sequential", f"the {n_folds} fold models side by side would not fit in memory ({where})"
         return "stacked", f"the {n_folds} fold models fit in memory side by side ({where})"
-        if parallel or distribute is not None:
-            return "sequential"
-        problem = _stacked.stacking_problem(model)
-        if problem is not None:
-            warnings.warn(
-                f"strategy='auto': training the folds one after the other because the model cannot be stacked: {problem}.",
-                UserWarning,
-                stacklevel=3,
-            )
-            return "sequential"
-        return "stacked"

@@ -50,9 +50,10 @@ def verify(version_dir: str | os.PathLike, *, fresh_process: bool = True) -> dic
     if not fresh_process:
         return check_bundle(version_dir)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    code = "import sys; from tfcv.export._verify import _report; sys.exit(_report(sys.argv[1]))"
+    # `tfcv verify --json` in a fresh process: the one place that writes the report line.
     proc = subprocess.run(
-        [sys.executable, "-c", code, version_dir], capture_output=True, text=True, env=env, check=False,
+        [sys.executable, "-m", "tfcv", "verify", "--json", version_dir],
+        capture_output=True, text=True, env=env, check=False,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if lines:
@@ -62,16 +63,6 @@ def verify(version_dir: str | os.PathLike, *, fresh_process: bool = True) -> dic
         raise BundleError(report["error"])
     tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
     raise BundleError(f"Verifying {version_dir!r} crashed the verifier process (exit {proc.returncode}): {tail}")
-
-
-def _report(version_dir: str) -> int:
-    """The fresh process of `verify`: prints one JSON line, returns the exit status."""
-    try:
-        report = {"ok": True, **check_bundle(os.path.abspath(version_dir))}
-    except BundleError as error:
-        report = {"ok": False, "error": str(error)}
-    print(json.dumps(report), flush=True)
-    return 0 if report["ok"] else 1
 
 
 def check_bundle(version_dir: str, *, loaded=None) -> dict:
