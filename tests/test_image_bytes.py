@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ from test_data_sources import CLASSES, start_server, write_image_folder
 import tfcv
 from tfcv import cli
 from tfcv.bundle import read_warmup
-from tfcv.export import export_saved_model, verify
+from tfcv.export import describe, export_saved_model, verify
 from tfcv.sources import decode_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +86,9 @@ def test_bytes_signatures_match_their_float_twins(bytes_bundle):
     first = tf.make_ndarray(bytes_records[0].inputs["image_bytes"])[0]
     assert first.startswith(b"\x89PNG")
     assert verify(path, fresh_process=False)["replayed"] == 18
+    described = describe(path)
+    assert re.search(r"^  image_bytes +encoded JPEG, PNG, GIF or BMP files", described, re.MULTILINE), described
+    assert "predict_randomized_bytes, serving_bytes" in described and "range [0, 1]" in described
 
 
 def test_image_bytes_needs_an_image_model(tmp_path):

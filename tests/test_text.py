@@ -19,7 +19,7 @@ from test_data_sources import start_server
 import tfcv
 from tfcv import cli
 from tfcv.bundle import read_warmup
-from tfcv.export import export_saved_model, verify
+from tfcv.export import describe, export_saved_model, verify
 from tfcv.models import TextClassifier, text_classifier
 
 TOPICS = {
@@ -96,6 +96,8 @@ def test_string_bundle_warms_up_with_training_words(text_result, tmp_path):
     metadata = json.load(open(os.path.join(path, "assets.extra", "tfcv.json")))
     assert metadata["input_spec"]["dtype"] == "string" and metadata["class_names"] == ["food", "sports", "weather"]
     assert verify(path, fresh_process=False)["replayed"] == 9
+    described = describe(path)
+    assert "text string (None) raw UTF-8 text, one sentence per example" in described and "range" not in described
     given = export_saved_model(result, tmp_path / "given", warmup=np.asarray(["only this sentence"]))
     assert {s for r in read_warmup(given) for s in tf.make_ndarray(r.inputs["text"]).ravel()} == {b"only this sentence"}
 

@@ -7,6 +7,7 @@ import os
 
 from tfcv import bundle
 from tfcv.bundle import SERVING_DEFAULT
+from tfcv.export._image_bytes import IMAGE_BYTES
 
 __all__ = ["describe"]
 
@@ -37,13 +38,15 @@ def describe(version_dir: str | os.PathLike) -> str:
     table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     table.insert(1, "-" * len(table[0]))
 
-    spec = metadata.get("input_spec") or {}
     info = [
         ("model", f"{metadata.get('model_name')} version {metadata.get('version')}"),
         ("task", f"{metadata.get('task')} ({metadata.get('outputs')})"),
-        ("input", f"{spec.get('name')} {spec.get('dtype')} {_shape_text(spec.get('shape'))} "
-                  f"range {spec.get('range')}"),
+        ("input", _input_text(metadata.get("input_spec") or {})),
     ]
+    bytes_signatures = sorted(n for n, s in signatures.items() if IMAGE_BYTES in s["inputs"])
+    if bytes_signatures:
+        info.append((IMAGE_BYTES, "encoded JPEG, PNG, GIF or BMP files (base64 over REST), decoded and resized "
+                                  f"in the model; in {', '.join(bytes_signatures)}"))
     if metadata.get("class_names"):
         info.append(("classes", ", ".join(metadata["class_names"])))
     info.append(("folds", str(metadata.get("n_folds"))))
@@ -67,6 +70,17 @@ def describe(version_dir: str | os.PathLike) -> str:
     return "\n".join(
         [f"Bundle {version_dir}", "", *table, "", "Metadata"] + [f"  {k.ljust(width)}  {v}" for k, v in info]
     )
+
+
+def _input_text(spec: dict) -> str:
+    text = f"{spec.get('name')} {spec.get('dtype')} {_shape_text(spec.get('shape'))}"
+    if spec.get("dtype") == "string":
+        # A string input has no value range: it is raw text the model vectorizes itself.
+        return f"{text} raw UTF-8 text, one sentence per example, vectorized in the model"
+    if spec.get("range") is None:
+        return f"{text} range unknown"
+    low, high = spec["range"]
+    return f"{text} range [{low:g}, {high:g}]"
 
 
 def _shape_text(shape) -> str:
