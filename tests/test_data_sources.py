@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -29,6 +30,21 @@ def write_image_folder(root, *, per_class=30, size=20) -> str:
             image = Image.fromarray((x[i, :, :, 0] * 255).astype("uint8")).convert("RGB")
             image = image.resize((size + j % 5, size + j % 3))
             image.save(os.path.join(root, name, f"{i}.{'png' if j % 2 else 'jpg'}"))
+    return str(root)
+
+
+def truncated_image_folder(root) -> str:
+    """A class folder `cats` holding a JPEG cut in half (its header intact),
+    beside `dogs` holding one PNG."""
+    for name in ("cats", "dogs"):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+    Image.new("RGB", (4, 4)).save(os.path.join(root, "dogs", "a.png"))
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+    data = buffer.getvalue()
+    with open(os.path.join(root, "cats", "cut.jpg"), "wb") as f:
+        f.write(data[: len(data) // 2])
     return str(root)
 
 
@@ -101,6 +117,16 @@ def test_image_folder_errors_name_the_path(tmp_path, image_folder):
     (empty / "cats" / "broken.jpg").write_bytes(b"not an image at all")
     with pytest.raises(ValueError, match=r"Corrupt or unsupported image file '.*broken\.jpg'"):
         sources.image_directory(empty)
+    os.remove(empty / "cats" / "broken.jpg")
+    truncated_image_folder(empty)
+    with pytest.raises(ValueError, match=r"Corrupt image file '.*cats/cut\.jpg': truncated or damaged .*"
+                                         r"Invalid JPEG data"):
+        sources.image_directory(empty)
+    # A valid JPEG with data after its end (some phones append more) is decoded once, and kept.
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="JPEG")
+    (empty / "cats" / "cut.jpg").write_bytes(buffer.getvalue() + b"appended by a phone")
+    assert len(sources.image_directory(empty).x) == 2
     with pytest.raises(ValueError, match="image_size"):
         sources.image_directory(image_folder, image_size=(0, 8))
 
@@ -161,6 +187,7 @@ def test_tfcv_run_data_errors_are_one_line(tmp_path, capsys):
         (["--data", "tfds:no_such_dataset_xyz"], "Unknown TFDS dataset 'no_such_dataset_xyz'"),
         (["--image-size", "8", "8"], "--image-size need --data"),
         (["--data", str(tmp_path / "t.csv")], "needs `text_column` (--text-column"),
+        (["--data", truncated_image_folder(tmp_path / "cut")], "cut.jpg': truncated or damaged"),
     ]:
         assert cli.main(["run", *args, "--run-dir", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -44,6 +45,8 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 DEFAULT_IMAGE_SIZE = (64, 64)
 # What `tf.io.decode_image` reads, by the first bytes of the file.
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+# A PNG ends with its IEND chunk (length 0, type, CRC).
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _DATA_KEYS = {
     "directory": ("directory", "image_size", "channels"),
     "npz": ("npz",),
@@ -181,10 +184,39 @@ def image_directory(
 
 
 def _check_image_file(path: str) -> None:
+    """Refuses a file whose first bytes are not an image, or whose last
+    bytes are not where its format ends one (a truncated download or copy);
+    only the latter, which valid files with trailing data also are, is
+    decoded to decide."""
     with open(path, "rb") as f:
         head = f.read(8)
-    if not head.startswith(_SIGNATURES):
-        raise ValueError(f"Corrupt or unsupported image file {path!r}: not a PNG, JPEG, GIF or BMP file.")
+        if not head.startswith(_SIGNATURES):
+            raise ValueError(f"Corrupt or unsupported image file {path!r}: not a PNG, JPEG, GIF or BMP file.")
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(size - len(_PNG_END), 0))
+        tail = f.read()
+    if head.startswith(b"BM"):
+        # The BMP header holds the file size.
+        complete = int.from_bytes(head[2:6], "little") == size
+    elif head.startswith(b"\x89PNG"):
+        complete = tail.endswith(_PNG_END)
+    elif head.startswith(b"GIF"):
+        complete = tail.endswith(b";")
+    else:
+        complete = tail.rstrip(b"\x00\r\n").endswith(b"\xff\xd9")
+    if complete:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+        # TensorFlow prefixes the op's message with the function node that ran it.
+        reason = re.sub(r"^\{\{.*?\}\}\s*", "", error.message.strip().splitlines()[0])
+        raise ValueError(
+            f"Corrupt image file {path!r}: truncated or damaged ({size} bytes; TensorFlow cannot "
+            f"decode it: {reason})."
+        ) from None
 
 
 def read_npz(path: str | os.PathLike) -> Data:
