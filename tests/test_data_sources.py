@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from PIL import Image
 
 import tfcv
@@ -179,6 +180,61 @@ def test_tfcv_run_yaml_data_section_tfds(tfds_digits_dir, tmp_path, capsys):
     assert "TFDS tfcv_digits[train]" in capsys.readouterr().out
     result = tfcv.CVResult.load(tmp_path / "run")
     assert result.info["class_names"] == [str(i) for i in range(10)]
+
+
+class UnsupervisedDigits(tfds.core.GeneratorBasedBuilder):
+    """Digits 0, 1 and 7 as a TFDS dataset without supervised keys: the
+    image under `picture`, the label under `digit`, and a `note` beside."""
+
+    name = "tfcv_test_unsupervised_digits"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "picture": tfds.features.Image(shape=(8, 8, 1), dtype=np.uint8),
+                "digit": tfds.features.ClassLabel(names=list(CLASSES.values())),
+                "note": tfds.features.Text(),
+            }),
+            supervised_keys=None,
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        x, y = load_digits()
+        for label, digit in enumerate(CLASSES):
+            for i in np.flatnonzero(y == digit)[:20]:
+                yield int(i), {"picture": (x[i] * 255).astype("uint8"), "digit": label, "note": f"example {i}"}
+
+
+def test_tfds_without_supervised_keys_reads_image_key_and_label_key(tmp_path, capsys):
+    data_dir = str(tmp_path / "tfds")
+    UnsupervisedDigits(data_dir=data_dir).download_and_prepare()
+    name = UnsupervisedDigits.name
+    with pytest.raises(ValueError, match=r"no supervised keys .*image_key.*\['digit', 'note', 'picture'\]"):
+        sources.load_data({"tfds": name, "data_dir": data_dir}, folds=2)
+    with pytest.raises(ValueError, match="needs `label_key` too"):
+        sources.load_data({"tfds": name, "data_dir": data_dir, "image_key": "picture"}, folds=2)
+    with pytest.raises(ValueError, match=r"has no feature 'image'"):
+        sources.load_data({"tfds": name, "data_dir": data_dir, "image_key": "image", "label_key": "digit"}, folds=2)
+    data = sources.load_data({"tfds": name, "data_dir": data_dir, "image_key": "picture", "label_key": "digit"},
+                             folds=2)
+    assert data.input_shape == (8, 8, 1) and data.kind == "image" and data.class_names == list(CLASSES.values())
+    assert data.folds.source["supervised_keys"] == ["picture", "digit"]
+    train, _ = tfcv.data.fold_datasets(data.folds, 0, batch_size=8, seed=0, pipeline=data.pipeline)
+    x, y = next(iter(train))
+    assert x.shape == (8, 8, 8, 1) and x.dtype == tf.float32 and y.dtype == tf.int64
+
+    config = tmp_path / "experiment.yaml"
+    config.write_text(f"folds: 2\nepochs: 1\ndata: {{tfds: {name}, data_dir: {data_dir}, image_key: picture, "
+                      "label_key: digit}\n")
+    assert cli.main(["run", str(config), "--run-dir", str(tmp_path / "run"), "--verbose", "0"]) == 0
+    assert f"TFDS {name}[train]" in capsys.readouterr().out
+    result = tfcv.CVResult.load(tmp_path / "run")
+    assert result.info["class_names"] == list(CLASSES.values()) and result.oof_predictions.shape == (60, 3)
 
 
 def test_tfcv_run_data_errors_are_one_line(tmp_path, capsys):

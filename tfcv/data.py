@@ -320,6 +320,7 @@ def tfds_folds(
     *,
     stratify: bool = False,
     seed: int = 0,
+    supervised_keys: tuple[str, str] | None = None,
     **load_kwargs: Any,
 ) -> FoldPlan:
     """A k-fold `FoldPlan` over one split of a TensorFlow Datasets dataset.
@@ -347,7 +348,7 @@ def tfds_folds(
     Args:
         name: `str`. TFDS name, as given to `tfds.load` (`"mnist"`,
             `"cifar10:3.0.2"`, `"tfcv_digits"`, ...). The dataset needs
-            supervised keys (`as_supervised=True`).
+            supervised keys (`as_supervised=True`), or `supervised_keys`.
         k: `int`. Number of folds, at least 2. Defaults to `5`.
         split: `str`. Name of the split to cross-validate (not a slice).
             Defaults to `"train"`.
@@ -355,6 +356,10 @@ def tfds_folds(
             Defaults to `False`.
         seed: `int`. Shuffling seed of `StratifiedKFold` (used only with
             `stratify=True`; slices are not shuffled). Defaults to `0`.
+        supervised_keys: `(input_key, label_key)`: the features read as
+            `(x, y)`, for a dataset without supervised keys (or to read
+            others than its own). Defaults to `None`: the dataset's
+            `info.supervised_keys`.
         **load_kwargs: JSON-able keyword arguments for `tfds.load`, such as
             `data_dir`, `download`, `try_gcs` or `builder_kwargs`. The
             per-fold arguments (`split`, `as_supervised`, `shuffle_files`,
@@ -387,9 +392,16 @@ def tfds_folds(
     stratify = _checks.check_bool("stratify", stratify)
     _checks.check_int("seed", seed)
     source = {"kind": "tfds", "name": name, "split": split, "load_kwargs": _check_load_kwargs(load_kwargs)}
+    if supervised_keys is not None:
+        if (isinstance(supervised_keys, (str, bytes)) or not isinstance(supervised_keys, (list, tuple))
+                or len(supervised_keys) != 2 or not all(isinstance(k, str) and k for k in supervised_keys)):
+            raise _checks.invalid_argument("supervised_keys", supervised_keys, "a pair (input_key, label_key) of "
+                                           "feature names", TypeError)
+        # Only when given, so plans of datasets read by their own keys stay as they were.
+        source["supervised_keys"] = list(supervised_keys)
 
     info = _builder(source).info
-    _check_supervised(info, name)
+    _supervised_keys(source, info)
     known_splits = dict(info.splits)
     if known_splits:
         if split not in known_splits:
@@ -635,13 +647,26 @@ def _builder(source: dict) -> tfds.core.DatasetBuilder:
     return tfds.builder(source["name"], data_dir=kwargs.get("data_dir"), **kwargs.get("builder_kwargs", {}))
 
 
-def _check_supervised(info, name) -> tuple[Any, Any]:
+def _supervised_keys(source, info) -> tuple[Any, Any]:
+    """The features read as `(x, y)`: the plan's `supervised_keys`, or the dataset's own."""
+    name = source["name"]
+    features = sorted(info.features.keys()) if isinstance(info.features, tfds.features.FeaturesDict) else []
+    chosen = source.get("supervised_keys")
+    if chosen:
+        for key in chosen:
+            if key not in features:
+                raise ValueError(
+                    f"Invalid value for argument `supervised_keys`. Received: supervised_keys={tuple(chosen)!r}. "
+                    f"Dataset {name!r} has no feature {key!r}; its features are {features}."
+                )
+        return chosen[0], chosen[1]
     keys = info.supervised_keys
     if not keys or len(keys) < 2:
         raise ValueError(
             f"Dataset {name!r} has no supervised keys (info.supervised_keys={keys!r}), so it cannot be "
-            "read as (x, y) pairs. Use a dataset with supervised keys, or cross-validate it with a "
-            "callable fold -> (train_ds, val_ds)."
+            f"read as (x, y) pairs without being told which features to read: pass supervised_keys=(input_key, "
+            f"label_key) (`image_key` and `label_key` in a `data:` section), from its features {features}, or "
+            "cross-validate it with a callable fold -> (train_ds, val_ds)."
         )
     return keys[0], keys[1]
 
@@ -657,21 +682,29 @@ def _load(source, split, *, shuffle_files=False, seed=None, as_supervised=True, 
         # TFDS interleaves 16 files at a time by default; one at a time reads
         # the examples in their stored order.
         config["interleave_cycle_length"] = 1
-    return tfds.load(
+    keys = source.get("supervised_keys") if as_supervised else None
+    if keys:
+        # Only the two features are decoded; the others of each example are dropped unread.
+        decoders = tfds.decode.PartialDecoding({key: True for key in keys}, decoders=decoders)
+    ds = tfds.load(
         source["name"],
         split=split,
-        as_supervised=as_supervised,
+        as_supervised=as_supervised and not keys,
         shuffle_files=shuffle_files,
         read_config=tfds.ReadConfig(**config),
         decoders=decoders,
         **source["load_kwargs"],
     )
+    if keys:
+        ds = ds.map(lambda example: (example[keys[0]], example[keys[1]]), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+    return ds
 
 
 def _select(source, indices, n) -> tf.data.Dataset:
     """The examples at `indices` (in stored order) of the whole split."""
     info = _builder(source).info
-    input_key, _ = _check_supervised(info, source["name"])
+    input_key, _ = _supervised_keys(source, info)
     feature = info.features[input_key] if isinstance(input_key, str) else None
     # Skip decoding the inputs of the examples of other folds: they are
     # filtered out right after, so decoding them would be wasted work.
@@ -697,7 +730,7 @@ def _select(source, indices, n) -> tf.data.Dataset:
 
 def _read_labels(source) -> np.ndarray:
     info = _builder(source).info
-    _, label_key = _check_supervised(info, source["name"])
+    _, label_key = _supervised_keys(source, info)
     if not isinstance(label_key, str):
         raise ValueError(
             f"Dataset {source['name']!r} has nested label keys {label_key!r}; reading labels needs a "

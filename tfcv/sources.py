@@ -51,7 +51,7 @@ _DATA_KEYS = {
     "directory": ("directory", "image_size", "channels"),
     "npz": ("npz",),
     "csv": ("csv", "text_column", "label_column"),
-    "tfds": ("tfds", "split", "data_dir", "image_size", "download"),
+    "tfds": ("tfds", "split", "data_dir", "image_size", "download", "image_key", "label_key"),
 }
 
 
@@ -262,11 +262,16 @@ def read_csv(path: str | os.PathLike, *, text_column: str, label_column: str) ->
 
 
 def read_tfds(name: str, *, folds: int, seed: int = 0, split: str = "train", data_dir: str | None = None,
-              image_size: Sequence[int] | None = None, download: bool = True) -> Data:
+              image_size: Sequence[int] | None = None, download: bool = True, image_key: str | None = None,
+              label_key: str | None = None) -> Data:
     """A TFDS dataset as a stratified `tfcv.data.tfds_folds` plan, as `Data`.
 
     An image feature is resized to `image_size` (when given) and scaled to
     `[0, 1]`; class names are the dataset's `ClassLabel` names.
+
+    `image_key` and `label_key` name the features to read as `(x, y)` (the
+    input need not be an image) for a dataset without supervised keys, or
+    instead of its own; given one, the other defaults to the dataset's.
     """
     import tensorflow_datasets as tfds
 
@@ -289,9 +294,20 @@ def read_tfds(name: str, *, folds: int, seed: int = 0, split: str = "train", dat
                 f"({_first_line(error)}); run `tfds build {name}` where there is a network."
             ) from None
     kwargs = {"data_dir": data_dir} if data_dir else {}
-    plan = tfcv_data.tfds_folds(name, folds, split, stratify=True, seed=seed, **kwargs)
     info = builder.info
-    x_key, y_key = info.supervised_keys[:2]
+    keys = None
+    if image_key is not None or label_key is not None:
+        own = tuple(info.supervised_keys or ())[:2]
+        keys = (image_key or (own[0] if own else None), label_key or (own[1] if own else None))
+        if None in keys:
+            missing = "label_key" if keys[1] is None else "image_key"
+            raise ValueError(
+                f"TFDS dataset {name!r} has no supervised keys; `data: tfds` needs `{missing}` too (the feature "
+                f"holding the {'labels' if missing == 'label_key' else 'inputs'}), one of "
+                f"{sorted(info.features.keys())}."
+            )
+    plan = tfcv_data.tfds_folds(name, folds, split, stratify=True, seed=seed, supervised_keys=keys, **kwargs)
+    x_key, y_key = keys or info.supervised_keys[:2]
     feature, label = info.features[x_key], info.features[y_key]
     class_names = list(label.names) if isinstance(label, tfds.features.ClassLabel) else None
     shape = tuple(feature.shape)
@@ -376,7 +392,8 @@ def load_data(config: str | Mapping[str, Any], *, folds: int = 5, seed: int = 0)
         return read_csv(config["csv"], text_column=config["text_column"], label_column=config["label_column"])
     return read_tfds(config["tfds"], folds=folds, seed=seed, split=config.get("split", "train"),
                      data_dir=config.get("data_dir"), image_size=config.get("image_size"),
-                     download=config.get("download", True))
+                     download=config.get("download", True), image_key=config.get("image_key"),
+                     label_key=config.get("label_key"))
 
 
 def _image_size(value) -> tuple[int, int]:
