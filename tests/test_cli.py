@@ -18,6 +18,7 @@ import pytest
 
 import tfcv
 from tfcv import cli
+from tfcv._run_dir import load_test_set
 
 
 def run_tfcv(*args, cwd=None, timeout=600):
@@ -41,6 +42,9 @@ def test_tfcv_run_end_to_end(tmp_path):
     assert set(result.scores) >= {"accuracy", "precision", "recall", "f1", "loss"}
     # 20% of 1797 digits held out before the folds; the fold ensemble is scored on them.
     assert len(result.oof_predictions) == 1437
+    # The held-out rows stay in the run directory for `tfcv evaluate --run-dir`.
+    x_test, y_test = load_test_set(run_dir)
+    assert x_test.shape == (360, 8, 8, 1) and y_test.shape == (360,)
     assert "held-out test (fold ensemble): accuracy" in out
     assert set(result.test_scores) == {"accuracy", "precision", "recall", "f1"}
     for name in ("confusion_matrix", "fold_scores", "learning_curves_loss", "learning_curves_accuracy"):

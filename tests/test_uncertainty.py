@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 
 import httpx
@@ -355,3 +356,56 @@ def test_evaluate_a_version_directory_scores_what_is_served(calibrated_bundle, h
     assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes[0].lines) == 3
     diagram = tfcv.plots.reliability_diagram(y, [cv_result.models[0](x).numpy(), served], labels=["fold 0", "T"])
     assert len(diagram.axes[0].lines) == 3 and "ECE" in diagram.axes[0].get_legend().get_texts()[1].get_text()
+
+
+# ------------------------------------------------------------- tfcv evaluate
+
+
+def test_tfcv_evaluate_on_a_runs_test_set_or_on_data(calibrated_bundle, cv_result, held_out, tmp_path, capsys):
+    from tfcv import cli
+    from tfcv._run_dir import save_test_set
+
+    path, loaded = calibrated_bundle
+    x, y = held_out[0][:150], held_out[1][:150]
+    run_dir = tmp_path / "run"
+    shutil.copytree(cv_result.run_dir, run_dir)
+
+    def evaluate(*args):
+        code = cli.main(["evaluate", path, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = evaluate("--run-dir", str(run_dir))
+    assert code == 2 and "kept no held-out test set" in err and "--test-size" in err and "--data" in err
+    save_test_set(run_dir, x, y)
+    code, out, _ = evaluate("--run-dir", str(run_dir), "--shifts", "rotate:1,3", "noise:2", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["contender"] for r in rows} == {"single", "ensemble", "randomized"}
+    assert [(r["shift"], r["severity"]) for r in rows if r["contender"] == "ensemble"] == [
+        ("clean", 0), ("rotate", 1), ("rotate", 3), ("noise", 2)]
+    clean = next(r for r in rows if r["contender"] == "ensemble" and r["shift"] == "clean")
+    served = loaded.signatures["serving_default"](inputs=tf.constant(x))["outputs"].numpy()
+    assert clean["calibrated"] is True
+    assert clean["nll"] == pytest.approx(cal.negative_log_likelihood(y, served), abs=1e-6)
+    assert clean["set_size"] >= 1.0  # predict_set is built on serving_default
+
+    np.savez(tmp_path / "held_out.npz", x=x, y=y)
+    code, out, _ = evaluate("--data", str(tmp_path / "held_out.npz"), "--shifts", "none")
+    assert code == 0 and "150 held-out samples" in out
+    lines = out.splitlines()
+    assert lines[1].split()[:4] == ["contender", "T", "shift", "accuracy"] and len(lines) == 2 + 3
+    assert f"{clean['nll']:.4f}" in next(line for line in lines if line.startswith("ensemble"))
+
+    for args, message in (
+        ((), "no data to evaluate on: pass --run-dir"),
+        (("--run-dir", str(run_dir), "--shifts", "fog:1"), "unknown shift 'fog'. Expected names from ['rotate', 'shift'"),
+        (("--run-dir", str(run_dir), "--shifts", "rotate:9"), "rotate:9"),
+        (("--run-dir", str(tmp_path)), "is not a tfcv run directory"),
+        (("--data", "tfds:mnist"), "not a TFDS name"),
+    ):
+        code, _, err = evaluate(*args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert cli.main(["evaluate", str(tmp_path / "nope"), "--run-dir", str(run_dir)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+

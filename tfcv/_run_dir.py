@@ -7,6 +7,7 @@
     run_dir/result.json            per-fold scores, mean, std, test scores
     run_dir/refit/                 the model refit on all the data (`refit=True`)
     run_dir/oof_predictions.npy    out-of-fold predictions, input order
+    run_dir/test_set.npz           the held-out test rows of `tfcv run --test-size` (x, y)
 
 `_RunStore` writes a run as `CrossValidator.fit` goes (and refuses a
 directory that holds a different run); `save_result` and `load_result` are
@@ -38,6 +39,7 @@ _BACKUP = ".backup"
 _LOCK = ".lock"
 _CHECKPOINT = "checkpoint.npz"
 _REFIT = "refit"
+_TEST_SET = "test_set.npz"
 
 
 def fold_dir(run_dir: str, k: int) -> str:
@@ -340,6 +342,31 @@ def write_summary(result: CVResult, run_dir: str) -> None:
     buffer = io.BytesIO()
     np.save(buffer, result.oof_predictions)
     _atomic.write_bytes(os.path.join(run_dir, _OOF), buffer.getvalue())
+
+
+def save_test_set(run_dir: str | os.PathLike, x, y) -> str:
+    """Keeps the held-out test rows of a run (`tfcv run --test-size`) in
+    `run_dir/test_set.npz`, written atomically, for `tfcv evaluate`."""
+    x, y = np.asarray(x), np.asarray(y)
+    # Sentences become fixed-width unicode so that reading them back needs no pickle.
+    x, y = (a.astype(str) if a.dtype == object else a for a in (x, y))
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, y=y)
+    path = os.path.join(os.fspath(run_dir), _TEST_SET)
+    _atomic.write_bytes(path, buffer.getvalue())
+    return path
+
+
+def load_test_set(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(x, y)` kept by `save_test_set`, or `None` when the run held none out."""
+    run_dir = os.fspath(run_dir)
+    if not os.path.exists(os.path.join(run_dir, _PLAN)):
+        raise FileNotFoundError(f"{run_dir!r} is not a tfcv run directory: it has no {_PLAN}.")
+    path = os.path.join(run_dir, _TEST_SET)
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        return stored["x"], stored["y"]
 
 
 def load_result(run_dir: str | os.PathLike) -> CVResult:

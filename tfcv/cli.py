@@ -1,4 +1,4 @@
-"""The `tfcv` command line: `tfcv run | export | inspect | verify | compare | serve`.
+"""The `tfcv` command line: `tfcv run | export | inspect | verify | evaluate | compare | serve`.
 
 It parses and calls the library, nothing else, and imports the library only
 in the command that needs it: `tfcv --help` loads neither TensorFlow nor the
@@ -70,7 +70,7 @@ def _add_run_parser(subparsers) -> None:
     p.add_argument(
         "--test-size", dest="test_size", type=float,
         help="hold out this fraction as a stratified test set before the folds are made, "
-        "and report the fold ensemble's scores on it",
+        "report the fold ensemble's scores on it and keep it for `tfcv evaluate`",
     )
     p.add_argument("--export", help="after the run, export the fold ensemble as a TF Serving bundle under this base path")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress display, 2 one line per epoch")
@@ -202,6 +202,9 @@ def _run_command(args: argparse.Namespace) -> int:
         result.evaluate(x_test, y_test)
         # `fit` has written the run; only the held-out scores are new.
         result.save(config["run_dir"])
+        from tfcv._run_dir import save_test_set
+
+        save_test_set(config["run_dir"], x_test, y_test)
     _write_plots(result, config["run_dir"])
     print()
     print(result.summary())
@@ -328,6 +331,93 @@ def _verify_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="measure a bundle's uncertainty on held-out and shifted data",
+        description="Calls the served signatures of a version directory (a single fold model, the fold "
+        "ensemble, predict_randomized, and predict_set for the predictor it was built on) on held-out data and "
+        "on shifted copies of it, and prints accuracy, NLL, Brier, ECE, AUROC of the entropy for errors, "
+        "mean entropy and, with predict_set, coverage and set size. The held-out data is the test set a "
+        "`tfcv run --test-size` kept in its run directory (--run-dir), or --data.",
+    )
+    p.add_argument("version_dir", metavar="VERSION_DIR", help="a version directory, e.g. serving/models/digits/1")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--run-dir", dest="run_dir", help="the run directory of a `tfcv run --test-size`: "
+                        "evaluate on the test set it held out")
+    source.add_argument("--data", help="evaluate on all of this data: an image folder (one subfolder per class, "
+                        "resized to the bundle's input), FILE.npz (x, y) or FILE.csv (with --text-column and "
+                        "--label-column)")
+    p.add_argument("--image-size", dest="image_size", type=int, nargs=2, metavar=("H", "W"),
+                   help="resize images of --data to H x W (default: the bundle's input size)")
+    p.add_argument("--text-column", dest="text_column", help="CSV column holding the sentences")
+    p.add_argument("--label-column", dest="label_column", help="CSV column holding the labels")
+    p.add_argument("--shifts", nargs="+", metavar="NAME[:S,S]", default=None,
+                   help="shifted copies to score besides the clean data, each NAME or NAME:SEVERITIES with "
+                   "NAME one of rotate, shift, noise, blur, contrast and severities in 1..5 (default: every "
+                   "shift at 1,3,5 for images, none for other inputs); `none` scores the clean data only")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON list instead of a table")
+    p.set_defaults(handler=_evaluate_command)
+
+
+def _evaluate_command(args: argparse.Namespace) -> int:
+    from tfcv import uncertainty
+
+    shifts = None if args.shifts is None else uncertainty.parse_shifts([] if args.shifts == ["none"] else args.shifts)
+    if not os.path.isdir(args.version_dir):
+        raise CLIError(f"version directory {args.version_dir!r} does not exist")
+    if args.run_dir is None and args.data is None:
+        raise CLIError("no data to evaluate on: pass --run-dir RUN_DIR (a `tfcv run --test-size` run) or "
+                       "--data DIR|FILE.npz|FILE.csv")
+    from tfcv import bundle
+
+    meta = bundle.read_metadata(args.version_dir)
+    shape = meta["input_spec"]["shape"]
+    images = len(shape) == 4
+    if shifts and not images:
+        raise CLIError(f"--shifts move pixels; {args.version_dir!r} takes inputs of shape {shape}, not images")
+    x, y = _evaluation_data(args, shape)
+    evaluation = uncertainty.evaluate(
+        args.version_dir, x, y, shifts=(tuple(uncertainty.SHIFTS) if images else ())
+        if shifts is None else shifts, value_range=tuple(meta["input_spec"].get("range") or (0.0, 1.0)),
+    )
+    if args.json:
+        print(json.dumps(evaluation.to_records()))
+    else:
+        print(f"{args.version_dir}: {len(y)} held-out samples")
+        print(evaluation.summary())
+    return 0
+
+
+def _evaluation_data(args: argparse.Namespace, input_shape):
+    import numpy as np
+
+    if args.run_dir is not None:
+        from tfcv._run_dir import load_test_set
+
+        if any(getattr(args, k) is not None for k in ("image_size", "text_column", "label_column")):
+            raise CLIError("--image-size, --text-column and --label-column go with --data, not --run-dir")
+        kept = load_test_set(args.run_dir)
+        if kept is None:
+            raise CLIError(f"run directory {args.run_dir!r} kept no held-out test set: run it with "
+                           "`tfcv run --test-size F`, or pass --data")
+        return kept
+    if args.data.startswith("tfds:"):
+        raise CLIError(f"--data {args.data!r}: evaluate reads an image folder, .npz or .csv, not a TFDS name")
+    image_size = args.image_size
+    if image_size is None and len(input_shape) == 4 and not args.data.lower().endswith((".npz", ".csv")):
+        image_size = input_shape[1:3]
+    data = _load_data({"data": args.data, "image_size": image_size, "text_column": args.text_column,
+                       "label_column": args.label_column, "folds": 2, "seed": 0})
+    x = data.x
+    if hasattr(x, "decode_files"):
+        import tensorflow as tf
+
+        x = np.concatenate([x.decode_files(tf.constant(x.paths[i:i + 256])).numpy()
+                            for i in range(0, len(x), 256)])
+    return np.asarray(x), np.asarray(data.y)
+
+
 def _add_compare_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "compare",
@@ -424,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(subparsers)
     _add_inspect_parser(subparsers)
     _add_verify_parser(subparsers)
+    _add_evaluate_parser(subparsers)
     _add_compare_parser(subparsers)
     _add_serve_parser(subparsers)
     return parser

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ __all__ = [
     "interval_coverage",
     "interval_width",
     "negative_log_likelihood",
+    "parse_shifts",
     "selective_accuracy",
     "shift",
     "temper",
@@ -113,6 +114,54 @@ def shift(x: Any, name: str, severity: int, *, value_range: tuple[float, float] 
     return np.clip(out, low, high)
 
 
+def parse_shifts(shifts: Any, severities: Iterable[int] = (1, 3, 5)) -> dict[str, tuple[int, ...]]:
+    """Named shifts and their severities, checked.
+
+    Args:
+        shifts: Names from `SHIFTS` (every one at `severities`), strings
+            `"name:s,s"` with their own severities (`"rotate:1,3,5"`), or a
+            mapping `{name: severities}`.
+        severities: Severities (1..5) of the names given without any.
+            Defaults to `(1, 3, 5)`.
+
+    Returns:
+        `{name: (severity, ...)}` in the order given.
+
+    Example:
+
+    >>> tfcv.uncertainty.parse_shifts(["rotate:1,3,5", "noise:3"])
+    {'rotate': (1, 3, 5), 'noise': (3,)}
+    """
+    if isinstance(shifts, str):
+        shifts = [shifts]
+    items = shifts.items() if isinstance(shifts, Mapping) else (
+        (str(item).partition(":")[0], str(item).partition(":")[2] or None) for item in shifts)
+    parsed: dict[str, tuple[int, ...]] = {}
+    for name, levels in items:
+        received = levels
+        if name not in SHIFTS:
+            raise ValueError(
+                f"Invalid value for argument `shifts`. Received: unknown shift {name!r}. Expected names from "
+                f"{list(SHIFTS)}, each optionally followed by ':' and severities 1..5 (rotate:1,3,5)."
+            )
+        if levels is None:
+            levels = severities
+        elif isinstance(levels, str):
+            try:
+                levels = [int(level) for level in levels.split(",")]
+            except ValueError:
+                levels = None
+        if levels is None or isinstance(levels, (str, bytes)) or not all(
+                isinstance(level, (int, np.integer)) and not isinstance(level, bool) and 1 <= level <= 5
+                for level in levels) or not len(levels):
+            raise ValueError(
+                f"Invalid value for argument `shifts`. Received: {name}:{received}. Expected severities, "
+                "comma-separated ints in 1..5 (rotate:1,3,5)."
+            )
+        parsed[name] = tuple(dict.fromkeys(int(level) for level in levels))
+    return parsed
+
+
 class Evaluation:
     """The rows of `evaluate`: one per contender and condition.
 
@@ -135,9 +184,32 @@ class Evaluation:
             raise ImportError("Evaluation.to_frame() needs pandas: pip install pandas") from error
         return pd.DataFrame(self.rows)
 
+    def to_records(self) -> list[dict]:
+        """The rows as JSON-ready dicts: NaN (a metric undefined on that
+        data, such as AUROC without errors) becomes `None`."""
+        return [{k: None if isinstance(v, float) and v != v else v for k, v in row.items()} for row in self.rows]
+
+    def summary(self) -> str:
+        """The rows as a fixed-width table, one line per contender and
+        condition."""
+        columns = [c for c in _SUMMARY_COLUMNS if any(c in row for row in self.rows)]
+        header = ["contender", "T", "shift", *columns]
+        lines = [[row["contender"], "yes" if row["calibrated"] else "no",
+                  row["shift"] + (f":{row['severity']}" if row["severity"] else ""),
+                  *("" if row.get(c) is None or row[c] != row[c] else f"{row[c]:.4f}" for c in columns)]
+                 for row in self.rows]
+        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
+        return "\n".join("  ".join(str(cell).rjust(w) if i >= 3 else str(cell).ljust(w)
+                                   for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
+                         for line in [header, *lines])
+
     def __repr__(self) -> str:
         contenders = sorted({r["contender"] for r in self.rows})
         return f"Evaluation(rows={len(self.rows)}, contenders={contenders})"
+
+
+_SUMMARY_COLUMNS = ("accuracy", "nll", "brier", "ece", "auroc_error", "mean_entropy", "coverage", "set_size",
+                    "ood_auroc")
 
 
 def _scores(y, p, sets=None, ood_p=None) -> dict[str, float]:
@@ -231,8 +303,11 @@ def evaluate(
             `randomized_tta` and `randomized_mc`).
         x: Held-out inputs.
         y: Their integer labels.
-        shifts: Names from `SHIFTS` to apply. Defaults to all of them.
-        severities: Severities (1..5) of each shift. Defaults to `(1, 3, 5)`.
+        shifts: Shifts to apply, as `parse_shifts` reads them: names from
+            `SHIFTS`, `"name:s,s"` strings or a `{name: severities}`
+            mapping. Defaults to all of them.
+        severities: Severities (1..5) of the shifts named without any.
+            Defaults to `(1, 3, 5)`.
         ood: Out-of-distribution inputs, or `None`. With them every row gets
             `ood_auroc`: how well predictive entropy tells them from `x`.
         calibration_data: `(x, y)` the cross-validation ran on, for a
@@ -260,7 +335,8 @@ def evaluate(
 
     x, y = np.asarray(x), np.asarray(y)
     conditions = [("clean", 0, x)] + [
-        (name, int(s), shift(x, name, int(s), value_range=value_range)) for name in (shifts or ()) for s in severities
+        (name, s, shift(x, name, s, value_range=value_range))
+        for name, levels in parse_shifts(shifts or (), severities).items() for s in levels
     ]
     if isinstance(source, (str, os.PathLike)):
         groups = [(None, *_bundle_contenders(os.fspath(source)))]
