@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 from tfcv.layers.augmentation import Augmentation
 from tfcv.layers.gradient_gate import GradientGate
@@ -33,7 +34,7 @@ from tfcv.spec import application_names as application_names
 from tfcv.spec import read_yaml as read_yaml
 
 __all__ = ["ModelSpec", "ModelBuilder", "build_model", "ConvBlock", "Backbone", "Head", "Preprocessing", "Training",
-           "FineTuning"]
+           "FineTuning", "application_preprocessing"]
 
 _GATE = "fine_tune_gate"
 
@@ -122,7 +123,7 @@ def build_model(spec: ModelSpec | Mapping[str, Any], *, compile: bool = True) ->
         x = _text(spec.text, inputs)
     else:
         inputs = keras.Input(spec.input_shape, name="image")
-        x = _backbone(spec.backbone, _preprocess(spec, inputs))
+        x = _backbone(spec.backbone, _preprocess(spec, inputs), spec.preprocessing.value_range)
     x = _head(spec.head, x)
     if spec.task == "regression":
         outputs = keras.layers.Dense(spec.num_outputs, name="predictions", dtype="float32")(x)
@@ -153,17 +154,77 @@ def _preprocess(spec, x):
     return x
 
 
-def _backbone(backbone: Backbone, x):
+def _backbone(backbone: Backbone, x, value_range=(0.0, 1.0)):
     if backbone.application is None:
         for i, block in enumerate(backbone.blocks, start=1):
             x = _conv_block(x, block, i)
         return x
+    if backbone.options.get("include_preprocessing", True):
+        x = _application_preprocessing(backbone.application, x, value_range)
     if backbone.fine_tune is None:
         return _application(backbone, tuple(x.shape[1:]))(x)
     # Inference mode throughout, BatchNormalization above all (Keras'
     # transfer-learning guide); the gate freezes it in phase 1.
     x = _application(backbone, tuple(x.shape[1:]))(x, training=False)
     return GradientGate(name=_GATE)(x)
+
+
+def application_preprocessing(application: str, value_range=(0.0, 1.0), channels: int = 3):
+    """What a `keras.applications` model expects of its input, as
+    `(permutation, scale, offset)`: pixels in `value_range` are reordered
+    along the channels by `permutation` (`None` to keep them) and become
+    `pixel * scale + offset` per channel.
+
+    It is the application's own `preprocess_input` (caffe: RGB -> BGR and
+    the ImageNet mean subtracted from 0-255 pixels, as ResNet50 and VGG
+    expect; "tf": -1 to 1; "torch": ImageNet mean and standard deviation;
+    a pass-through for the applications that rescale inside the model,
+    EfficientNet and MobileNetV3 among them, which then get 0-255),
+    measured on a few pixels: every mode is affine per channel.
+
+    Args:
+        application: Name of a `keras.applications` model.
+        value_range: `(low, high)` of the pixels the model receives.
+            Defaults to `(0, 1)`.
+        channels: `int`. Channels of the input. Defaults to `3`.
+
+    Example:
+
+    >>> tfcv.builder.application_preprocessing("ResNet50")[0]
+    [2, 1, 0]
+    """
+    function = getattr(keras.applications, application)
+    module = getattr(keras.applications, function.__module__.rsplit(".", 1)[-1], None)
+    if module is None or not hasattr(module, "preprocess_input"):
+        raise ValueError(f"keras.applications.{application} has no preprocess_input module tfcv knows.")
+    # Black, then pure red, green and blue at 255.
+    probe = np.concatenate([np.zeros((1, 3)), 255.0 * np.eye(3)]).astype("float32")[None, None]
+    out = np.asarray(module.preprocess_input(probe.copy()), dtype="float64")[0, 0]
+    offset, matrix = out[0], (out[1:] - out[0]) / 255.0
+    permutation = [int(i) for i in np.argmax(np.abs(matrix), axis=0)]
+    scale = matrix[permutation, range(3)]
+    if sorted(permutation) != [0, 1, 2] or not np.allclose(matrix[permutation, range(3)] * np.eye(3),
+                                                          matrix[permutation]):
+        raise ValueError(f"keras.applications.{application}'s preprocess_input is not a per-channel affine map.")
+    low, high = float(value_range[0]), float(value_range[1])
+    # From value_range to the 0-255 pixels preprocess_input takes, then its map.
+    scale = scale * 255.0 / (high - low)
+    offset = offset - low * scale
+    if channels != 3:
+        # A grey (or other) input has no channel order: the average map.
+        permutation, scale, offset = [0, 1, 2], np.full(channels, np.mean(scale)), np.full(channels, np.mean(offset))
+    # Seven significant digits: the probe runs in float32, and 255.0000076 would read as a deliberate value.
+    return ((None if permutation == [0, 1, 2] else permutation), [float(f"{v:.7g}") for v in scale],
+            [float(f"{v:.7g}") for v in offset])
+
+
+def _application_preprocessing(application: str, x, value_range):
+    permutation, scale, offset = application_preprocessing(application, value_range, int(x.shape[-1]))
+    if permutation is not None:
+        x = keras.ops.take(x, permutation, axis=-1)
+    if np.allclose(scale, 1.0) and np.allclose(offset, 0.0):
+        return x
+    return keras.layers.Rescaling(scale, offset, name="backbone_preprocessing")(x)
 
 
 def _conv_block(x, block: ConvBlock, i: int):

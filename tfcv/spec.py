@@ -366,7 +366,13 @@ class Backbone:
         application: Name of a `keras.applications` model such as
             `"MobileNetV3Small"`, `"EfficientNetB0"` or `"ResNet50"`, built
             with `include_top=False` as a nested model named `backbone`.
-            Defaults to `None`.
+            The preprocessing it expects is part of the model: a
+            `Rescaling` named `backbone_preprocessing` (after a channel
+            reorder for caffe-style applications such as ResNet50 and VGG)
+            takes pixels in `preprocessing.value_range` to what the
+            application's `preprocess_input` makes of 0-255 pixels (see
+            `tfcv.builder.application_preprocessing`), so exported models
+            need nothing else. Defaults to `None`.
         weights: `None` (random initialization), `"imagenet"` (Keras
             downloads the file once into `~/.keras/models` or reuses it
             from there; offline, the error names the file to place) or the
@@ -377,6 +383,9 @@ class Backbone:
             `None`.
         options: `dict` of further arguments for the application function
             (`alpha`, `minimalistic`, `include_preprocessing`, ...).
+            `include_preprocessing: false` also leaves out
+            `backbone_preprocessing`: the application then gets the pixels
+            as the `preprocessing` section leaves them.
         fine_tune: A `FineTune` or its mapping: two-phase fine-tuning, or
             `None`. Defaults to `None`.
     """
