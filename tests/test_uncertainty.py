@@ -5,6 +5,7 @@ conformal sets and intervals (`Conformal`, `predict_set`,
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -409,3 +410,22 @@ def test_tfcv_evaluate_on_a_runs_test_set_or_on_data(calibrated_bundle, cv_resul
     assert cli.main(["evaluate", str(tmp_path / "nope"), "--run-dir", str(run_dir)]) == 2
     assert "does not exist" in capsys.readouterr().err
 
+
+# ------------------------------------------------------------------ refit
+
+
+def test_refit_export_uses_the_fold_temperatures_and_refuses_conformal(cv_result, tmp_path, held_out):
+    refit = copy.copy(cv_result)
+    # Any trained model stands in for the refit one: only where its temperature comes from is tested.
+    refit.refit_model = cv_result.models[1]
+    with pytest.raises(ValueError, match="model='refit'.*model='ensemble'.*conformal=None"):
+        export.export_saved_model(refit, tmp_path / "c", model="refit", randomized=None, conformal=Conformal())
+    path = export.export_saved_model(refit, tmp_path / "t", model="refit", randomized=None, warmup=False,
+                                     calibration="temperature")
+    meta = bundle.read_metadata(path)
+    t = meta["calibration"]["temperatures"]["serving_default"]
+    assert t == pytest.approx(cv_result.calibration()["serving_default"]["temperature"])
+    assert "applied to the refit model" in meta["calibration"]["fitted_on"] and meta["model"] == "refit"
+    x = held_out[0][:20]
+    served = tf.saved_model.load(path).signatures["serving_default"](inputs=tf.constant(x))["outputs"].numpy()
+    np.testing.assert_allclose(served, cal.temper(refit.refit_model(x).numpy(), t), atol=1e-5)

@@ -127,7 +127,7 @@ class Calibrated:
         return float(self.temperatures.get(signature, 1.0))
 
 
-def check_arguments(calibration, conformal, calibration_data, randomized):
+def check_arguments(calibration, conformal, calibration_data, randomized, model="ensemble"):
     if calibration is not None and calibration not in _CALIBRATIONS:
         raise ValueError(
             f"Invalid value for argument `calibration`. Received: calibration={calibration!r}. "
@@ -137,6 +137,12 @@ def check_arguments(calibration, conformal, calibration_data, randomized):
         raise TypeError(
             f"Invalid value for argument `conformal`. Received: conformal={conformal!r}. "
             "Expected a tfcv.export.Conformal or None."
+        )
+    if conformal is not None and model == "refit":
+        raise ValueError(
+            "Invalid value for argument `conformal` with model='refit'. A conformal threshold holds only for "
+            "the predictor whose out-of-fold scores it comes from, and the refit model has none: it trained on "
+            "every row. Export model='ensemble' (the fold models that scored those rows), or conformal=None."
         )
     if conformal is not None and conformal.on == "randomized" and randomized is None:
         raise ValueError(
@@ -151,8 +157,14 @@ def check_arguments(calibration, conformal, calibration_data, randomized):
 
 
 def fit(result, *, task: str, n_outputs: int, randomized, calibration, conformal, calibration_data,
-        predictors: tuple[str, ...]) -> Calibrated:
-    """Fits the temperatures and conformal thresholds of one export."""
+        predictors: tuple[str, ...], model: str = "ensemble") -> Calibrated:
+    """Fits the temperatures and conformal thresholds of one export.
+
+    For `model="refit"` the temperatures come from the fold models'
+    out-of-fold predictions and are applied to the refit model, as
+    scikit-learn's `CalibratedClassifierCV(ensemble=False)` calibrates the
+    estimator refit on all the data with `cross_val_predict` predictions.
+    """
     from tfcv.bundle import SERVING_DEFAULT
     from tfcv.export._signatures import PREDICT_RANDOMIZED
 
@@ -190,7 +202,9 @@ def fit(result, *, task: str, n_outputs: int, randomized, calibration, conformal
                 "before": _calibration.classification_report(target, draws.mean(axis=0)),
                 "after": _calibration.classification_report(target, _calibration.mean_draws(draws, t)),
             }
-        done.metadata["calibration"] = {"method": calibration, "fitted_on": "out-of-fold predictions",
+        fitted_on = "out-of-fold predictions" if model != "refit" else (
+            "out-of-fold predictions of the fold models, applied to the refit model")
+        done.metadata["calibration"] = {"method": calibration, "fitted_on": fitted_on,
                                         "temperatures": dict(done.temperatures), "oof": report}
     if conformal is None:
         return done

@@ -135,7 +135,10 @@ def export_saved_model(
             plan's fingerprint. Defaults to `None`.
         model: `"ensemble"` (the fold models) or `"refit"` (the model
             `fit(..., refit=True)` trained on all the data) of a `CVResult`;
-            the bundle's metadata records which under `metadata.model`.
+            the bundle's metadata records which under `metadata.model`. A
+            refit model is calibrated with the fold models' temperatures
+            (as scikit-learn's `CalibratedClassifierCV(ensemble=False)`)
+            and refuses `conformal`: no out-of-fold score is its own.
             Defaults to `"ensemble"`.
 
     Returns:
@@ -162,7 +165,7 @@ def export_saved_model(
         models = [result.refit_model]
     if result is not None:
         metadata = {**metadata, "model": model}
-    check_calibration(calibration, conformal, calibration_data, randomized)
+    check_calibration(calibration, conformal, calibration_data, randomized, model)
     plan = _ExportPlan(models, result, randomized, metadata, warmup)
     if image_bytes:
         plan.image_bytes = ImageBytes(plan)
@@ -170,7 +173,7 @@ def export_saved_model(
         plan.calibrated = fit_calibration(
             result, task=plan.task, n_outputs=len(plan.output_names), randomized=randomized,
             calibration=calibration, conformal=conformal, calibration_data=calibration_data,
-            predictors=tuple(plan.signature_functions()),
+            predictors=tuple(plan.signature_functions()), model=model,
         )
 
     base_path = os.path.abspath(os.fspath(base_path))
