@@ -98,12 +98,18 @@ def test_file_folds_are_stratified_and_decode_in_the_pipeline(image_folder):
     assert [source.class_names[i] for i in y.numpy()] == data.y[val].tolist()
 
 
-def test_image_folder_cross_validates_with_class_names(image_folder):
+def test_image_folder_cross_validates_stacked_with_class_names(image_folder):
+    # Streamed files in the stacked strategy: each copy draws its batches from its own fold's files.
     data = sources.load_data({"directory": image_folder, "image_size": [8, 8]})
-    cv = tfcv.CrossValidator(tfcv.models.ReferenceCNN(data.input_shape, data.num_classes), folds=2)
+    cv = tfcv.CrossValidator(tfcv.models.ReferenceCNN(data.input_shape, data.num_classes), folds=2,
+                             strategy="stacked")
     result = cv.fit(data.x, data.y, epochs=1, verbose=0)
-    assert result.info["class_names"] == ["one", "seven", "zero"]
+    assert result.info["strategy"] == "stacked" and result.info["class_names"] == ["one", "seven", "zero"]
     assert result.oof_predictions.shape == (36, 3)
+    for k, (_, val) in enumerate(result.plan.folds):
+        images = data.x.decode_files(tf.constant(data.x.paths[val]))
+        np.testing.assert_allclose(result.models[k].predict(images, verbose=0), result.oof_predictions[val],
+                                   atol=1e-5)
 
 
 def test_image_folder_errors_name_the_path(tmp_path, image_folder):
