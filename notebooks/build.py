@@ -16,7 +16,8 @@ one place: the "Open in Colab" badge at the top of the first cell, for the
 notebook's own path in `REPO`, and the setup cell (tag `setup`) after it,
 which installs tfcv on Colab and does nothing elsewhere. A source that needs
 more on Colab has one cell tagged `setup` holding an
-`if "google.colab" in sys.modules:` block; its body joins the generated one.
+`if "google.colab" in sys.modules:` block; its body joins the generated one,
+with `{REPO}` and `{BRANCH}` replaced (to fetch a file of the repository).
 
 Stored notebooks hold no outputs, no execution counts and no metadata
 besides the Python 3 kernelspec and cell tags, and their cell ids are fixed,
@@ -102,7 +103,8 @@ def _extra_setup(cell, source: Path) -> str:
             f"{source.name}: a cell tagged 'setup' holds only an `{_COLAB_GUARD}` block "
             "(the install of tfcv is generated)."
         )
-    return "\n".join(lines[1:])
+    # `{REPO}` and `{BRANCH}` in the block (a file to fetch from the repository) come from here too.
+    return "\n".join(lines[1:]).replace("{REPO}", REPO).replace("{BRANCH}", BRANCH)
 
 
 def build_notebook(source: Path) -> nbformat.NotebookNode:
