@@ -133,13 +133,13 @@ def test_gradient_gate_layer(tmp_path):
 def test_application_preprocessing_is_part_of_the_model():
     # ResNet50 wants caffe-style input (BGR, 0-255, ImageNet mean subtracted), not a rescale.
     x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
-    for value_range, pixels in (([0, 1], x), ([0, 255], 255 * x)):
-        model = tfcv.build_model({"input_shape": [32, 32, 3], "num_classes": 3, "head": {"units": []},
-                                  "preprocessing": {"value_range": value_range},
-                                  "backbone": {"application": "ResNet50"}}, compile=False)
-        assert [layer.name for layer in model.layers][:3] == ["image", "backbone_preprocessing", "backbone"]
-        fed = keras.Model(model.input, model.get_layer("backbone_preprocessing").output)(pixels)
-        np.testing.assert_allclose(fed, keras.applications.resnet50.preprocess_input(255 * x), atol=1e-4)
+    model = tfcv.build_model({"input_shape": [32, 32, 3], "num_classes": 3, "head": {"units": []},
+                              "backbone": {"application": "ResNet50"}}, compile=False)
+    assert [layer.name for layer in model.layers][:3] == ["image", "backbone_preprocessing", "backbone"]
+    fed = keras.Model(model.input, model.get_layer("backbone_preprocessing").output)(x)
+    np.testing.assert_allclose(fed, keras.applications.resnet50.preprocess_input(255 * x), atol=1e-4)
+    assert tfcv.builder.application_preprocessing("ResNet50", (0, 255)) == (
+        [2, 1, 0], [1.0] * 3, [-103.939, -116.779, -123.68])
     assert tfcv.builder.application_preprocessing("ResNet50", channels=1) == (None, [255.0], [-114.7993])
     assert tfcv.builder.application_preprocessing("Xception") == (None, [2.0] * 3, [-1.0] * 3)
 
