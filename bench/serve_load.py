@@ -100,6 +100,7 @@ def start_server(args, base: str, rest_port: int, grpc_port: int, log) -> subpro
     argv = [
         sys.executable, "-m", "tfcv.serving", f"--model_name={args.model_name}", f"--model_base_path={base}",
         f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--enable_batching={args.enable_batching}",
+        *args.server_flag,
     ]
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -127,10 +128,17 @@ def main(argv=None) -> int:
     parser.add_argument("--model_name", default="digits", help="model name (default %(default)s)")
     parser.add_argument("--enable_batching", default="true", choices=("true", "false"),
                         help="server-side batching (default %(default)s)")
+    parser.add_argument("--server-flag", action="append", default=[],
+                        help="extra flag for the server, e.g. --server-flag=--batch_timeout_micros=0 (repeatable)")
+    parser.add_argument("--modes", default="in-process,rest,grpc",
+                        help="comma-separated modes to run, in this order (default %(default)s)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.clients < 1 or not 0 < args.duration <= 600 or args.batch_size < 1:
         parser.error("expected --clients >= 1, 0 < --duration <= 600 and --batch-size >= 1")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"in-process", "rest", "grpc"}:
+        parser.error(f"expected --modes among in-process, rest and grpc, got {args.modes!r}")
 
     with tempfile.TemporaryDirectory(prefix="tfcv-serve-load-") as tmp:
         base = args.model_base_path or export_reference(tmp)
@@ -145,10 +153,7 @@ def main(argv=None) -> int:
         with open(os.path.join(tmp, "server.log"), "w") as log:
             server = start_server(args, base, rest_port, grpc_port, log)
             try:
-                results = {}
                 tensor = tf.constant(x)
-                results["in-process"] = run_clients(args.clients, args.duration, lambda: signature(**{name: tensor}))
-
                 body = json.dumps({"instances": x.tolist()}).encode()
                 url = f"http://127.0.0.1:{rest_port}/v1/models/{args.model_name}:predict"
                 local = threading.local()
@@ -163,14 +168,19 @@ def main(argv=None) -> int:
                     response = local.client.post(url, content=body, headers={"Content-Type": "application/json"})
                     response.raise_for_status()
 
-                results["rest"] = run_clients(args.clients, args.duration, rest_call)
-
                 request = predict_pb2.PredictRequest()
                 request.model_spec.name = args.model_name
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(x))
-                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-                    results["grpc"] = run_clients(args.clients, args.duration, lambda: stub.Predict(request, timeout=30))
+                channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                calls = {
+                    "in-process": lambda: signature(**{name: tensor}),
+                    "rest": rest_call,
+                    "grpc": lambda: stub.Predict(request, timeout=30),
+                }
+                print(f"server pid {server.pid}", flush=True)
+                results = {mode: run_clients(args.clients, args.duration, calls[mode]) for mode in modes}
+                channel.close()
             finally:
                 server.terminate()
                 server.wait(timeout=30)

@@ -6,10 +6,16 @@ split back. A batch closes when it holds `max_batch_size` rows or when
 `batch_timeout_micros` have passed since its first request; while the
 batch threads are busy, new requests queue up and form the next batch, so a
 loaded server batches more and an idle one adds almost no latency.
+
+Each request gets a `concurrent.futures.Future`: a thread blocks on it
+(`submit`), an event loop awaits it (`try_submit` and
+`asyncio.wrap_future`) without a thread of its own, and a request whose
+future was cancelled (a REST timeout) before its batch ran is dropped.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import queue
@@ -54,14 +60,12 @@ class BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "done", "outputs", "error")
+    __slots__ = ("inputs", "rows", "future")
 
     def __init__(self, inputs: Arrays, rows: int):
         self.inputs = inputs
         self.rows = rows
-        self.done = threading.Event()
-        self.outputs: dict[str, np.ndarray] | None = None
-        self.error: BaseException | None = None
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
 
 
 class Batcher:
@@ -109,20 +113,32 @@ class Batcher:
         Returns:
             Dict of output arrays for these rows only.
         """
+        future = self.try_submit(inputs)
+        return dict(self.fn(inputs)) if future is None else future.result()
+
+    def try_submit(self, inputs: Arrays) -> concurrent.futures.Future | None:
+        """Queues `inputs` for a batch without waiting for it.
+
+        Args:
+            inputs: Dict of arrays sharing their leading dimension.
+
+        Returns:
+            A `concurrent.futures.Future` of the output arrays for these
+            rows, or `None` when the request cannot be batched (no shared
+            batch dimension, more rows than `max_batch_size`, or the batcher
+            is closed): the caller then calls `fn` itself.
+        """
         rows = _batch_rows(inputs)
         if rows is None or rows > self.options.max_batch_size:
-            return dict(self.fn(inputs))
+            return None
         task = _Task(inputs, rows)
         with self._lock:
             if self._closed:
                 # A request that picked this model version just before it was
-                # unloaded still gets its answer.
-                return dict(self.fn(inputs))
+                # unloaded still gets its answer, from the caller's call.
+                return None
             self._queue.put(task)
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        return task.outputs
+        return task.future
 
     def close(self) -> None:
         """Finishes the queued requests, then stops the batch threads."""
@@ -163,23 +179,29 @@ class Batcher:
                 return
 
     def _run(self, batch: list[_Task]) -> None:
+        # A cancelled request (its REST timeout passed) is not run.
+        batch = [task for task in batch if task.future.set_running_or_notify_cancel()]
+        if batch:
+            self._execute(batch)
+
+    def _execute(self, batch: list[_Task]) -> None:
         try:
             if len(batch) == 1:
-                batch[0].outputs = dict(self.fn(batch[0].inputs))
+                results = [dict(self.fn(batch[0].inputs))]
             else:
-                self._run_merged(batch)
+                results = self._run_merged(batch)
         except BaseException as error:  # noqa: BLE001 - handed to the waiting request
             if len(batch) > 1:
                 # One bad request must not fail the others batched with it.
                 for task in batch:
-                    self._run([task])
+                    self._execute([task])
                 return
-            batch[0].error = error
-        finally:
-            for task in batch:
-                task.done.set()
+            batch[0].future.set_exception(error)
+            return
+        for task, outputs in zip(batch, results, strict=True):
+            task.future.set_result(outputs)
 
-    def _run_merged(self, batch: list[_Task]) -> None:
+    def _run_merged(self, batch: list[_Task]) -> list[dict[str, np.ndarray]]:
         names = list(batch[0].inputs)
         merged = {name: np.concatenate([task.inputs[name] for task in batch]) for name in names}
         outputs = self.fn(merged)
@@ -192,8 +214,7 @@ class Batcher:
                 )
         offsets = np.cumsum([task.rows for task in batch])[:-1]
         split = {name: np.split(np.asarray(value), offsets) for name, value in outputs.items()}
-        for i, task in enumerate(batch):
-            task.outputs = {name: parts[i] for name, parts in split.items()}
+        return [{name: parts[i] for name, parts in split.items()} for i in range(len(batch))]
 
 
 def _batch_rows(inputs: Arrays) -> int | None:

@@ -69,6 +69,11 @@ __all__ = [
 logger = logging.getLogger("tfcv.serving")
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Predict requests up to this size are parsed on the event loop, and answers
+# up to this many values encoded there; larger ones go to a worker thread so
+# that one big request does not hold up the others.
+_LOOP_BODY_BYTES = 64 * 1024
+_LOOP_OUTPUT_VALUES = 4096
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 _PATH = re.compile(
@@ -166,9 +171,12 @@ class _Handler:
             started = time.perf_counter()
             status = "OK"
             try:
-                call = run_in_threadpool(
-                    answer, self.registry, body, name=name, version=version, label=label, strict=self.strict
-                )
+                if verb == "predict" and len(body) <= _LOOP_BODY_BYTES:
+                    call = self._predict_on_loop(body, name=name, version=version, label=label)
+                else:
+                    call = run_in_threadpool(
+                        answer, self.registry, body, name=name, version=version, label=label, strict=self.strict
+                    )
                 try:
                     result = await asyncio.wait_for(call, self.timeout) if self.timeout else await call
                 except asyncio.TimeoutError:
@@ -189,6 +197,23 @@ class _Handler:
             return _json_response(metadata_json(servable))
         status = self.registry.status(name, version, label)
         return _json_response(json_format.MessageToDict(status, **_PROTO_JSON))
+
+    async def _predict_on_loop(self, body: bytes, *, name: str, version: int | None, label: str | None) -> bytes:
+        # A small request is decoded on the event loop and awaits its batch
+        # there: handing it to a worker thread and back costs more than the
+        # parsing, and both hops wait for the GIL.
+        signature, inputs, row_format = _decode_predict(self.registry, body, name=name, version=version,
+                                                        label=label, strict=self.strict)
+        future = signature.try_predict_batched(inputs, allow_nonfinite=not self.strict, strict=self.strict)
+        if future is None:
+            outputs = await run_in_threadpool(
+                signature.predict, inputs, allow_nonfinite=not self.strict, strict=self.strict
+            )
+        else:
+            outputs = await asyncio.wrap_future(future)
+        if sum(np.size(value) for value in outputs.values()) > _LOOP_OUTPUT_VALUES:
+            return await run_in_threadpool(_encode_predict, outputs, row_format)
+        return _encode_predict(outputs, row_format)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes
@@ -263,11 +288,22 @@ def predict_json(registry: ModelRegistry, body: bytes, *, name: str, version: in
     Raises:
         ServingError: with the status to answer.
     """
+    signature, inputs, row_format = _decode_predict(registry, body, name=name, version=version, label=label,
+                                                    strict=strict)
+    outputs = signature.predict(inputs, allow_nonfinite=not strict, strict=strict)
+    return _encode_predict(outputs, row_format)
+
+
+def _decode_predict(registry: ModelRegistry, body: bytes, *, name: str, version: int | None, label: str | None,
+                    strict: bool) -> tuple[Signature, dict[str, np.ndarray], bool]:
     servable = registry.get(name, version, label)
     document = parse_json(body, strict=strict)
     signature = servable.signature(_signature_name(document))
     inputs, row_format = decode_predict_request(document, signature)
-    outputs = signature.predict(inputs, allow_nonfinite=not strict, strict=strict)
+    return signature, inputs, row_format
+
+
+def _encode_predict(outputs: Mapping[str, np.ndarray], row_format: bool) -> bytes:
     return _dumps(encode_predict_response(outputs, row_format=row_format))
 
 

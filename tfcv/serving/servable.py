@@ -14,6 +14,7 @@ received shape.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import os
@@ -96,7 +97,7 @@ class Signature:
                  batching: BatchingOptions | None = None):
         self.name = name
         self.fn = fn
-        self._session_run = not isinstance(fn, _ConcreteFunction)
+        self._session_run = not isinstance(fn, tf.types.experimental.ConcreteFunction)
         self.method_name = signature_def.method_name
         self.inputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.inputs.items())}
         self.outputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.outputs.items())}
@@ -205,11 +206,34 @@ class Signature:
             # A session fetches only what is asked for, as TF Serving does
             # (an output may be an op with side effects, as in TF1 counters).
             outputs = self._call(checked, sorted(wanted))
-        elif self._batcher is not None:
-            outputs = self._batcher.submit(checked)
         else:
-            outputs = self._call(checked)
+            future = self._batcher.try_submit(checked) if self._batcher is not None else None
+            outputs = self._call(checked) if future is None else future.result()
         return {k: outputs[k] for k in sorted(outputs) if not wanted or k in wanted}
+
+    def try_predict_batched(self, inputs: Mapping[str, np.ndarray], *, allow_nonfinite: bool = True,
+                            strict: bool | None = None) -> concurrent.futures.Future | None:
+        """Checks `inputs` and queues them for a batch, without waiting.
+
+        For callers that must not block (an event loop awaits the future
+        with `asyncio.wrap_future`).
+
+        Args:
+            inputs: Dict of NumPy arrays keyed by input name.
+            allow_nonfinite: `bool`. See `check_inputs`.
+            strict: `bool`. See `check_inputs`.
+
+        Returns:
+            A `concurrent.futures.Future` of the dict of all outputs, or
+            `None` when this call is not batched (batching off, or a request
+            the batcher runs on its own): call `predict` instead.
+
+        Raises:
+            InvalidArgument: as `check_inputs`.
+        """
+        if self._batcher is None:
+            return None
+        return self._batcher.try_submit(self.check_inputs(inputs, allow_nonfinite=allow_nonfinite, strict=strict))
 
     def close(self) -> None:
         if self._batcher is not None:
@@ -234,9 +258,6 @@ class Signature:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return " ".join(text.split()) if len(text) < 400 else text.splitlines()[0]
-
-
-_ConcreteFunction = type(tf.function(lambda: 0).get_concrete_function())
 
 
 class _GraphSession:

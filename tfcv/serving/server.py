@@ -506,6 +506,9 @@ def serve_from_args(args: argparse.Namespace, stop_event: threading.Event | None
         raise ValueError("Missing flag: give --model_base_path (with --model_name) or --model_config_file.")
     if args.model_config_file is not None and args.model_base_path is not None:
         raise ValueError("Give --model_base_path or --model_config_file, not both.")
+    # Before anything runs TensorFlow: its thread pools are fixed once the
+    # eager context is initialized.
+    _set_parallelism(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     defaults = ServerOptions()
     batching = {}
     if args.batching_parameters_file:
@@ -521,7 +524,6 @@ def serve_from_args(args: argparse.Namespace, stop_event: threading.Event | None
         monitoring_path = path if enabled else None
     from tfcv.serving.grpc_service import parse_channel_arguments
 
-    _set_parallelism(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     options = ServerOptions(
         host=args.host, port=args.port, rest_api_port=args.rest_api_port,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
