@@ -143,3 +143,97 @@ def run_layer_test(
         for got, want in zip(served, expected, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     return layer
+
+
+# ------------------------------------------------- tfcv serve in a subprocess
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _local_opener():
+    import urllib.request
+
+    # The servers are on this machine: never go through a proxy from the
+    # environment (or one that urllib's global opener cached earlier in the run).
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def call_rest(url: str, req=None, max_attempts: int = 3) -> bytes:
+    """TF Serving's CallREST: the body of a GET (`req` None) or of a JSON POST,
+    without proxies; retried `max_attempts` times. An error status raises
+    `urllib.error.HTTPError` (its `code` and `read()` are the answer)."""
+    import json
+    import time
+    import urllib.request
+
+    data = json.dumps(req).encode("utf-8") if req is not None else None
+    for attempt in range(max_attempts):
+        try:
+            with _local_opener().open(urllib.request.Request(url, data=data), timeout=30) as response:
+                return response.read()
+        except Exception:
+            if attempt == max_attempts - 1:
+                raise
+            time.sleep(1)
+    return b""
+
+
+class ServerProcess:
+    """`tfcv serve` (or `python -m tfcv.serving`) started with `argv`, its output in `log_path`.
+
+    `rest` is the base URL of its REST API; `wait_available(model)` returns
+    once the model is AVAILABLE there and fails with the log if the process
+    exits first; `stop()` terminates it (killing it after 20 s).
+    """
+
+    start_timeout = 240.0
+
+    def __init__(self, argv, *, rest_port: int, log_path, host: str = "127.0.0.1"):
+        import subprocess
+
+        self.rest = f"http://{host}:{rest_port}"
+        self.log_path = log_path
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def check_running(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+
+    def wait_available(self, model: str) -> None:
+        import time
+
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            self.check_running()
+            try:
+                if b"AVAILABLE" in call_rest(f"{self.rest}/v1/models/{model}", max_attempts=1):
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"model {model} not available after {self.start_timeout:.0f}s:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

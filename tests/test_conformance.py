@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
+import urllib.error
 
 import grpc
 import numpy as np
@@ -39,6 +38,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+
+from tests.conftest import ServerProcess, call_rest, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -60,19 +61,15 @@ model_config_list: {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _Server:
+class _Server(ServerProcess):
     """`python -m tfcv.serving` with the flags of TF Serving's RunServer."""
+
+    start_timeout = START_TIMEOUT
 
     def __init__(self, tmp, name, *, model_name=None, model_path=None, model_config_file=None,
                  monitoring_config_file=None, batching_parameters_file=None, grpc_channel_arguments="",
                  model_config_file_poll_period=None):
-        self.port, self.rest_port = _free_port(), _free_port()
+        self.port, self.rest_port = free_port(), free_port()
         self.socket_path = str(tmp / f"{name}.sock")
         command = [sys.executable, "-m", "tfcv.serving", f"--port={self.port}",
                    f"--rest_api_port={self.rest_port}", "--rest_api_timeout_in_ms=5000",
@@ -89,10 +86,7 @@ class _Server:
             command += ["--enable_batching", f"--batching_parameters_file={batching_parameters_file}"]
         arguments = ",".join(a for a in (grpc_channel_arguments, "grpc.so_reuseaddr=1") if a)
         command.append(f"--grpc_channel_arguments={arguments}")
-        self.log_path = tmp / f"{name}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        super().__init__(command, rest_port=self.rest_port, log_path=tmp / f"{name}.log", host="localhost")
         self.grpc_address = f"localhost:{self.port}"
         self.rest_address = f"localhost:{self.rest_port}"
 
@@ -104,8 +98,7 @@ class _Server:
         with grpc.insecure_channel(self.grpc_address) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                self.check_running()
                 try:
                     stub.Predict(request, 5)
                 except grpc.RpcError as error:
@@ -113,50 +106,6 @@ class _Server:
                         return
                 time.sleep(0.3)
         raise RuntimeError(f"server not ready after {START_TIMEOUT}s:\n{self.log()}")
-
-    def wait_available(self, model: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                body = call_rest(f"http://{self.rest_address}/v1/models/{model}", None, max_attempts=1)
-                if b"AVAILABLE" in body:
-                    return
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"model {model} not available:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-# The servers are on this machine: never go through a proxy from the
-# environment (or one that urllib's global opener cached earlier in the run).
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def call_rest(url, req, max_attempts=3):
-    """TF Serving's CallREST: the body of a GET (req None) or a JSON POST."""
-    for attempt in range(max_attempts):
-        try:
-            data = json.dumps(req).encode("utf-8") if req is not None else None
-            with _LOCAL.open(urllib.request.Request(url, data=data), timeout=30) as response:
-                return response.read()
-        except Exception:
-            if attempt == max_attempts - 1:
-                raise
-            time.sleep(1)
-    return None
 
 
 def sorted_object(obj):
@@ -402,7 +351,7 @@ def test_good_model_config(servers):
 
 def test_bad_model_config():
     result = subprocess.run(
-        [sys.executable, "-m", "tfcv.serving", f"--port={_free_port()}", f"--rest_api_port={_free_port()}",
+        [sys.executable, "-m", "tfcv.serving", f"--port={free_port()}", f"--rest_api_port={free_port()}",
          f"--model_config_file={os.path.join(TESTDATA, 'bad_model_config.txt')}"],
         capture_output=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
@@ -489,6 +438,10 @@ def test_prometheus_endpoint(servers):
     # The requests of the tests before this one are counted under TF Serving's names.
     assert ':tensorflow:serving:request_count{model_name="default",status="OK"}' in text
     assert ":tensorflow:cc:saved_model:load_attempt_count" in text
+    assert ":tensorflow:cc:saved_model:load_latency{model_path=" in text
+    # TF Serving has no version-state metric: tfcv's is under its own prefix.
+    assert ':tfcv:serving:model_version_state{model_name="default",version="123",state="AVAILABLE"} 1' in text
+    assert ":tensorflow:serving:model_version_state" not in text
 
 
 def test_predict_uds(servers):
@@ -579,10 +532,8 @@ def test_classify_grpc_example_list_with_context(servers):
     ("/v1/models/default:predict", {"instances": ["a"]}, 400, "expects DT_FLOAT"),
 ])
 def test_rest_error_codes_as_tf_serving(servers, url, body, status, fragment):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://{servers['default'].rest_address}{url}", data=data)
     with pytest.raises(urllib.error.HTTPError) as info:
-        _LOCAL.open(request, timeout=30)
+        call_rest(f"http://{servers['default'].rest_address}{url}", body, max_attempts=1)
     assert info.value.code == status
     assert fragment in json.loads(info.value.read())["error"]
 

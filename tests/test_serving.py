@@ -39,6 +39,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tests.conftest import ServerProcess, free_port
 from tfcv import export
 from tfcv.bundle import read_signature_def_map
 from tfcv.serving import (
@@ -78,12 +79,6 @@ def small_model(seed: int) -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def publish_copy(source: str, base: str, version: int, mutate=None) -> str:
     """Publishes a copy of a version directory atomically, as the exporter does."""
     tmp = os.path.join(base, f".tfcv-tmp-copy-{version}")
@@ -95,35 +90,20 @@ def publish_copy(source: str, base: str, version: int, mutate=None) -> str:
     return target
 
 
-class Server:
+class Server(ServerProcess):
+    """A `ServerProcess` with a gRPC channel, ready once the model is AVAILABLE."""
+
+    start_timeout = START_TIMEOUT
+
     def __init__(self, argv, *, rest_port, grpc_port, log_path):
-        self.rest = f"http://127.0.0.1:{rest_port}"
+        super().__init__(argv, rest_port=rest_port, log_path=log_path)
         self.grpc_target = f"127.0.0.1:{grpc_port}"
-        self.log_path = log_path
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self.channel = None
 
     def wait_until_available(self, model: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                response = httpx.get(f"{self.rest}/v1/models/{model}", timeout=2)
-                if response.status_code == 200 and "AVAILABLE" in response.text:
-                    self.channel = grpc.insecure_channel(self.grpc_target)
-                    grpc.channel_ready_future(self.channel).result(timeout=30)
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"server not ready after {START_TIMEOUT}s:\n{self.log()}")
-
-    def log(self) -> str:
-        with open(self.log_path) as f:
-            return f.read()
+        self.wait_available(model)
+        self.channel = grpc.insecure_channel(self.grpc_target)
+        grpc.channel_ready_future(self.channel).result(timeout=30)
 
     def predict_stub(self):
         return prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
@@ -131,14 +111,7 @@ class Server:
     def stop(self) -> None:
         if self.channel is not None:
             self.channel.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+        super().stop()
 
 
 def grpc_request(model=MODEL, signature="serving_default", x=None, *, version=None, label=None, name="image"):
@@ -904,3 +877,41 @@ def test_cors_headers_only_for_the_origins_asked_for(tmp_path):
     assert "Could not find any versions of model m" in allowed.json()["error"]
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize("batching", [None, BatchingOptions(max_batch_size=8, num_batch_threads=1)],
+                         ids=["unbatched", "batched"])
+def test_rest_timeout_answers_504_without_waiting_for_the_model(tmp_path, batching):
+    # The model blocks until the answer has arrived, so the request cannot
+    # finish within --rest_api_timeout_in_ms whatever the machine's speed;
+    # a server that waited for it would answer only after a minute.
+    module = PlainSignatures()
+    tf.saved_model.save(module, str(tmp_path / "m" / "1"), signatures={"serving_default": module.identity})
+    registry = ModelRegistry(ModelConfig("m", str(tmp_path / "m")), file_system_poll_wait_seconds=0,
+                             batching=batching)
+    release, finished = threading.Event(), threading.Event()
+    try:
+        registry.poll()
+        signature = registry.get("m").signature()
+        model = signature.fn
+
+        def blocked(**inputs):
+            release.wait(60)
+            finished.set()
+            return model(**inputs)
+
+        signature.fn = blocked
+        app = create_app(registry, timeout_ms=1)
+
+        async def predict():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                return await client.post("/v1/models/m:predict", json={"instances": [[1.0, 2.0, 3.0, 4.0]]})
+
+        response = asyncio.run(predict())
+        assert not finished.is_set()
+        assert response.status_code == 504  # TF Serving: DEADLINE_EXCEEDED -> GATEWAY_TO
+        assert "--rest_api_timeout_in_ms" in response.json()["error"]
+    finally:
+        release.set()
+        registry.stop()

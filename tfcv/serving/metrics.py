@@ -10,12 +10,16 @@ labels for what a local server measures:
 - `:tensorflow:serving:request_count{model_name,status}`: requests answered.
 - `:tensorflow:serving:request_latency{model_name,API,entrypoint}`: their
   latency in microseconds, a histogram (`entrypoint` is `GRPC` or `REST`).
-- `:tensorflow:cc:saved_model:load_attempt_count{model_path,status}`: loads.
+- `:tensorflow:cc:saved_model:load_attempt_count{model_path,status}`: loads
+  (TensorFlow's own SavedModel loader metric, which TF Serving exports).
+- `:tensorflow:cc:saved_model:load_latency{model_path}`: microseconds spent
+  loading the SavedModels that loaded, a counter.
 - `:tensorflow:serving:model_warmup_latency{model_path,status}`: warmup time
   in microseconds, a histogram.
-- `:tensorflow:serving:model_version_state{model_name,version,state}`: 1 for
-  the current state of each version (tfcv's, TF Serving reports it through
-  the model status API only).
+- `:tfcv:serving:model_version_state{model_name,version,state}`: 1 for the
+  current state of each version. TF Serving has no such metric (it reports
+  version states through the model status API only), so it is under tfcv's
+  own prefix rather than one a TF Serving dashboard would take for its own.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ _BUCKETS = tuple(10 * 1.8**i for i in range(33))
 _REQUEST_COUNT = ":tensorflow:serving:request_count"
 _REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 _LOAD_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
+_LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
 _WARMUP_LATENCY = ":tensorflow:serving:model_warmup_latency"
-_VERSION_STATE = ":tensorflow:serving:model_version_state"
+_VERSION_STATE = ":tfcv:serving:model_version_state"
 
 
 def read_monitoring_config(path: str | os.PathLike) -> tuple[bool, str]:
@@ -118,11 +123,14 @@ class Metrics:
             key = (("model_name", model_name), ("API", api), ("entrypoint", entrypoint))
             self._histograms[_REQUEST_LATENCY].setdefault(key, _Histogram()).observe(seconds * 1e6)
 
-    def record_load(self, model_path: str, ok: bool, warmup_seconds: float | None = None) -> None:
-        """Counts one load attempt of a version directory (and its warmup time)."""
+    def record_load(self, model_path: str, ok: bool, warmup_seconds: float | None = None,
+                    load_seconds: float | None = None) -> None:
+        """Counts one load attempt of a version directory (and its load and warmup times)."""
         status = "success" if ok else "fail"
         with self._lock:
             self._counters[_LOAD_COUNT][(("model_path", model_path), ("status", status))] += 1
+            if ok and load_seconds is not None:
+                self._counters[_LOAD_LATENCY][(("model_path", model_path),)] += round(load_seconds * 1e6)
             if warmup_seconds is not None:
                 key = (("model_path", model_path), ("status", "OK"))
                 self._histograms[_WARMUP_LATENCY].setdefault(key, _Histogram()).observe(warmup_seconds * 1e6)
@@ -136,7 +144,7 @@ class Metrics:
                 name: {k: (list(h.counts), h.sum, h.count) for k, h in values.items()}
                 for name, values in self._histograms.items()
             }
-        for name in (_REQUEST_COUNT, _LOAD_COUNT):
+        for name in (_REQUEST_COUNT, _LOAD_COUNT, _LOAD_LATENCY):
             lines.append(f"# TYPE {name} counter")
             for labels, value in sorted(counters.get(name, {}).items()):
                 lines.append(f"{name}{_labels(labels)} {value}")

@@ -334,7 +334,9 @@ class ModelRegistry:
         servable = None
         warmup_seconds = None
         try:
+            started = time.perf_counter()
             servable = Servable(config.name, version, path, batching=self.batching)
+            load_seconds = time.perf_counter() - started
             started = time.perf_counter()
             records = servable.warmup() if self.enable_model_warmup else 0
             warmup_seconds = time.perf_counter() - started if records else None
@@ -349,7 +351,7 @@ class ModelRegistry:
                 record.state, record.error = _State.END, message
             return
         if self.metrics is not None:
-            self.metrics.record_load(path, True, warmup_seconds)
+            self.metrics.record_load(path, True, warmup_seconds, load_seconds)
         with self._lock:
             record.state, record.servable = _State.AVAILABLE, servable
             self._serving[config.name] = {**self._serving[config.name], version: servable}
