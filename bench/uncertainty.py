@@ -5,8 +5,9 @@ cross-validated on the other three quarters (5 folds): the reference CNN of
 `tfcv run` (dropout before its classifier) and the same CNN behind a
 `tfcv.layers.Augmentation` (translate 0.1, rotate 0.05, contrast 0.2).
 `tfcv.uncertainty.evaluate` exports each result with and without
-temperatures fitted on the folds, with conformal LAC sets at alpha = 0.1
-(on the ensemble, and on each randomized mean), and scores every served
+temperatures fitted on the folds, with conformal sets at alpha = 0.1 (LAC,
+APS and RAPS; on the ensemble, and on each randomized mean with
+`Conformal(on="randomized")`), and scores every served
 predictor on the clean test quarter and on every shift at severities 1, 3
 and 5: a single fold model, the ensemble (`serving_default`),
 `predict_randomized` (augmentation and MC dropout), TTA only, MC dropout
@@ -14,7 +15,8 @@ only.
 
 Usage:
 
-    python bench/uncertainty.py [--epochs 20] [--folds 5] [--samples 16] [--csv out.csv] [--markdown]
+    python bench/uncertainty.py [--epochs 20] [--folds 5] [--samples 16] [--methods lac,aps,raps]
+                                [--csv out.csv] [--markdown]
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--models", default="reference,augmented")
+    parser.add_argument("--methods", default="lac,aps,raps",
+                        help="conformal scores; the first gives coverage/set_size, the others coverage_<m>/set_size_<m>")
     parser.add_argument("--csv")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
@@ -77,9 +81,20 @@ def main(argv=None) -> int:
         result = tfcv.CrossValidator(builders[name], folds=args.folds, seed=0).fit(
             x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
         print(f"{name}: {result!r}", file=sys.stderr, flush=True)
-        frame = uncertainty.evaluate(
-            result, x_test, y_test, calibration_data=(x_train, y_train), randomized=Randomized(args.samples),
-        ).to_frame()
+        frame = None
+        for method in args.methods.split(","):
+            scored = uncertainty.evaluate(
+                result, x_test, y_test, calibration_data=(x_train, y_train), randomized=Randomized(args.samples),
+                method=method,
+            ).to_frame()
+            if frame is None:
+                frame = scored
+            else:
+                # Only the sets differ between methods: their columns join the first method's rows.
+                keys = ["contender", "calibrated", "shift", "severity"]
+                sets = scored[keys + ["coverage", "set_size"]].rename(
+                    columns={"coverage": f"coverage_{method}", "set_size": f"set_size_{method}"})
+                frame = frame.merge(sets, on=keys, how="left")
         frame.insert(0, "model", name)
         frames.append(frame)
     import pandas as pd
@@ -88,8 +103,9 @@ def main(argv=None) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
     table["T"] = np.where(table["calibrated"], "yes", "no")
+    columns = COLUMNS + [c for m in args.methods.split(",")[1:] for c in (f"coverage_{m}", f"set_size_{m}")]
     for (shift, severity), part in table.groupby(["shift", "severity"], sort=False):
-        shown = part.set_index(["model", "contender", "T"])[COLUMNS].round(3)
+        shown = part.set_index(["model", "contender", "T"])[columns].round(3)
         print(f"\n### {shift}" + (f" (severity {severity})" if severity else ""))
         print(markdown(shown) if args.markdown else shown.to_string())
     return 0

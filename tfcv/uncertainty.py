@@ -286,6 +286,7 @@ def evaluate(
     calibration_data: tuple | None = None,
     randomized: Any = None,
     alpha: float = 0.1,
+    method: str = "lac",
     value_range: tuple[float, float] = (0.0, 1.0),
 ) -> Evaluation:
     """Scores a classifier's served predictors on clean and shifted data.
@@ -317,6 +318,8 @@ def evaluate(
             `keras.Model`. Defaults to `Randomized()`.
         alpha: `float`. Miscoverage of the conformal sets of a `CVResult`.
             Defaults to `0.1`.
+        method: `str`. Score of those sets: `"lac"`, `"aps"` or `"raps"`
+            (see `tfcv.export.Conformal`). Defaults to `"lac"`.
         value_range: `(low, high)` of the pixels, for the shifts. Defaults
             to `(0, 1)`.
 
@@ -361,7 +364,7 @@ def evaluate(
         for calibration in (None, "temperature"):
             path = export.export_saved_model(
                 source, os.path.join(tmp, f"{calibration}_ensemble"), randomized=None, warmup=False,
-                calibration=calibration, conformal=export.Conformal(alpha))
+                calibration=calibration, conformal=export.Conformal(alpha, method=method))
             groups.append((bool(calibration), *_bundle_contenders(path)))
             if calibration_data is None:
                 # predict_randomized's temperatures and sets need each
@@ -376,7 +379,7 @@ def evaluate(
                 path = export.export_saved_model(
                     source, os.path.join(tmp, f"{calibration}_{label}"), randomized=variant, warmup=False,
                     calibration=calibration, calibration_data=calibration_data,
-                    conformal=export.Conformal(alpha, on="randomized"))
+                    conformal=export.Conformal(alpha, method=method, on="randomized"))
                 contenders, meta = _bundle_contenders(path, label)
                 groups.append((bool(calibration), [c for c in contenders if c[0] == label], meta))
         return Evaluation(_measure(groups, conditions, y, ood))
