@@ -247,8 +247,8 @@ def fit_temperature(y: Any, p: Any, *, bounds: tuple[float, float] = (0.05, 20.0
     Args:
         y: Integer labels, `(n,)`.
         p: Class probabilities `(n, classes)`, or randomized draws
-            `(samples, n, classes)`: then every draw is tempered and the
-            NLL is that of their mean, as `predict_randomized` computes it.
+            `(samples, n, classes)`: then the temperature applies to their
+            mean, as `predict_randomized` applies it.
         bounds: `(low, high)` search range for `T`. Defaults to
             `(0.05, 20.0)`.
 
@@ -257,21 +257,21 @@ def fit_temperature(y: Any, p: Any, *, bounds: tuple[float, float] = (0.05, 20.0
     """
     from scipy.optimize import minimize_scalar
 
-    draws = np.asarray(p, dtype="float64")
-    if draws.ndim < 3:
-        draws = two_columns(draws)[None]
-    elif draws.shape[-1] == 1:
-        draws = np.concatenate([1.0 - draws, draws], axis=-1)
-    y = _labels(y, draws.shape[1])
-    log_p = np.log(np.clip(draws, _EPS, 1.0))
-    rows = np.arange(draws.shape[1])
+    p = np.asarray(p, dtype="float64")
+    # Averaging draws that disagree flattens the mean whatever each draw's
+    # temperature; measured on the digits, a temperature on the mean lowers
+    # held-out NLL 2-3x more than one on every draw (see the README).
+    p = two_columns(p.mean(axis=0) if p.ndim == 3 else p)
+    y = _labels(y, len(p))
+    log_p = np.log(np.clip(p, _EPS, 1.0))
+    rows = np.arange(len(p))
 
     def loss(log_t):
         z = log_p / math.exp(log_t)
         z = z - z.max(axis=-1, keepdims=True)
         probs = np.exp(z)
         probs /= probs.sum(axis=-1, keepdims=True)
-        return float(np.mean(-np.log(np.clip(probs.mean(axis=0)[rows, y], _EPS, 1.0))))
+        return float(np.mean(-np.log(np.clip(probs[rows, y], _EPS, 1.0))))
 
     found = minimize_scalar(loss, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded",
                             options={"xatol": 1e-4})
@@ -440,5 +440,7 @@ def _flat_target(t, task):
 
 
 def mean_draws(draws: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Mean over axis 0 of the tempered draws."""
-    return (draws if temperature == 1.0 else temper(draws, temperature)).mean(axis=0)
+    """The mean over axis 0 of the draws, tempered: what a calibrated
+    `serving_default` (one draw per row) or `predict_randomized` returns."""
+    mean = draws.mean(axis=0)
+    return mean if temperature == 1.0 else temper(mean, temperature)

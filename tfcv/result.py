@@ -232,8 +232,9 @@ class CVResult:
         predictor predicts: for `serving_default`, each fold model's plain
         predictions on its own validation fold; for `predict_randomized`
         (when `randomized` and the training data are given), each fold model
-        randomized as the signature randomizes it (every draw tempered, then
-        averaged), on its own validation fold. No row is predicted by a
+        randomized as the signature randomizes it, on its own validation
+        fold (the temperature applies to the mean of the draws, as the
+        signature applies it). No row is predicted by a
         model that trained on it. These are the temperatures
         `export_saved_model(..., calibration="temperature")` applies.
 

@@ -117,8 +117,9 @@ def export_saved_model(
         calibration: `"temperature"` or `None`. Fits one temperature per
             served classifier signature on out-of-fold predictions made the
             way that signature predicts (see `CVResult.calibration`) and
-            applies it inside the signature (every fold's, every draw's
-            probabilities become `softmax(log(p) / T)`); the temperatures
+            applies it inside the signature (`serving_default`'s and
+            `predict_folds`' fold probabilities, `predict_randomized`'s mean
+            become `softmax(log(p) / T)`); the temperatures
             and the out-of-fold NLL and ECE before and after go to the
             metadata under `calibration`. Needs a `CVResult`. Defaults to
             `None`.

@@ -282,7 +282,6 @@ class _ExportPlan:
                     shared = prefix(x, training=False)
                     raw = suffix(tf.nest.map_structure(lambda t, n=count: tile(t, n), shared), training=False)
                 for name, value in self._convert(raw, model).items():
-                    value = temper(value, t)
                     rest = value.shape[1:]
                     shape = [count, -1, *rest] if rest.is_fully_defined() else tf.concat(
                         [[count, batch], tf.shape(value)[1:]], axis=0)
@@ -295,13 +294,16 @@ class _ExportPlan:
             wb = tf.reshape(w, [-1] + [1] * (len(y.shape) - 1))
             mean = tf.reduce_sum(wb * y, axis=0)
             std = tf.sqrt(tf.reduce_sum(wb * tf.square(y - mean), axis=0))
-            stats = {"mean": mean, "std": std}
+            # The temperature calibrates the mean, not each draw (see
+            # _calibration.fit_temperature); std, agreement and mutual
+            # information describe the draws as they are.
+            stats = {"mean": temper(mean, t), "std": std}
             if self.task == "classification":
-                stats["predictive_entropy"] = entropy(mean)
+                stats["predictive_entropy"] = entropy(stats["mean"])
                 stats["agreement"] = agreement(y, w)
                 # The epistemic part of the entropy: what the draws disagree on.
                 stats["mutual_information"] = tf.maximum(
-                    stats["predictive_entropy"] - tf.reduce_sum(wb[..., 0] * entropy(y), axis=0), 0.0)
+                    entropy(mean) - tf.reduce_sum(wb[..., 0] * entropy(y), axis=0), 0.0)
             prefix = "" if len(self.output_names) == 1 else f"{name}_"
             outputs.update({prefix + key: value for key, value in stats.items()})
         return outputs
