@@ -403,6 +403,19 @@ def test_tfcv_evaluate_on_a_runs_test_set_or_on_data(calibrated_bundle, cv_resul
     assert lines[1].split()[:4] == ["contender", "T", "shift", "accuracy"] and len(lines) == 2 + 3
     assert f"{clean['nll']:.4f}" in next(line for line in lines if line.startswith("ensemble"))
 
+    # An image folder is decoded at the bundle's input size and channels (8 x 8 grey PNGs here).
+    from PIL import Image
+
+    for i in range(20):
+        (tmp_path / "images" / str(y[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(x[i, ..., 0] * 255).astype("uint8"), mode="L").save(tmp_path / "images" / str(y[i]) / f"{i}.png")
+    code, out, _ = evaluate("--data", str(tmp_path / "images"), "--shifts", "none", "--json")
+    from_files = next(r for r in json.loads(out) if r["contender"] == "ensemble")
+    decoded = np.round(x[:20] * 255).astype("float32") / 255
+    ensemble = loaded.signatures["serving_default"](inputs=tf.constant(decoded))["outputs"].numpy()
+    expected = cal.accuracy(y[:20], ensemble)
+    assert code == 0 and from_files["accuracy"] == pytest.approx(expected)
+
     for args, message in (
         ((), "no data to evaluate on: pass --run-dir"),
         (("--run-dir", str(run_dir), "--shifts", "fog:1"), "unknown shift 'fog'. Expected names from ['rotate', 'shift'"),

@@ -404,11 +404,15 @@ def _evaluation_data(args: argparse.Namespace, input_shape):
         return kept
     if args.data.startswith("tfds:"):
         raise CLIError(f"--data {args.data!r}: evaluate reads an image folder, .npz or .csv, not a TFDS name")
-    image_size = args.image_size
-    if image_size is None and len(input_shape) == 4 and not args.data.lower().endswith((".npz", ".csv")):
-        image_size = input_shape[1:3]
-    data = _load_data({"data": args.data, "image_size": image_size, "text_column": args.text_column,
-                       "label_column": args.label_column, "folds": 2, "seed": 0})
+    from tfcv.sources import load_data, parse_data
+
+    config = parse_data(args.data, image_size=args.image_size, text_column=args.text_column,
+                        label_column=args.label_column)
+    if "directory" in config and len(input_shape) == 4:
+        # Decoded as the bundle takes them, unless told otherwise.
+        config.setdefault("image_size", input_shape[1:3])
+        config.setdefault("channels", input_shape[3])
+    data = load_data(config)
     x = data.x
     if hasattr(x, "decode_files"):
         import tensorflow as tf
