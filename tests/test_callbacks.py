@@ -53,7 +53,8 @@ def xy(small_digits):
 def test_fold_hooks_are_called_in_order(xy):
     x, y = xy
     rec = Recorder()
-    result = tfcv.CrossValidator(tiny_classifier, folds=2).fit(x, y, epochs=2, callbacks=[rec], verbose=0)
+    cv = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="sequential")
+    result = cv.fit(x, y, epochs=2, callbacks=[rec], verbose=0)
     acc = [round(a, 6) for a in result.scores["accuracy"]]
     assert rec.events == [
         ("cv_begin", 2, 2),
@@ -153,12 +154,17 @@ def test_fold_tensorboard_logs_each_fold_and_the_cv_mean(xy, tmp_path):
     assert set(cv["val_accuracy_std"]) == {0, 1, 2}
 
 
-def test_fold_csv_logger_has_one_block_per_fold(xy, tmp_path):
+@pytest.mark.parametrize("strategy", ["sequential", "stacked"])
+def test_fold_csv_logger_has_one_row_per_fold_and_epoch(xy, tmp_path, strategy):
     x, y = xy
     path = tmp_path / "log.csv"
-    result = tfcv.CrossValidator(tiny_classifier, folds=3).fit(x, y, epochs=2, callbacks=[FoldCSVLogger(str(path))], verbose=0)
+    cv = tfcv.CrossValidator(tiny_classifier, folds=3, strategy=strategy)
+    result = cv.fit(x, y, epochs=2, callbacks=[FoldCSVLogger(str(path))], verbose=0)
     rows = list(csv.DictReader(path.open()))
-    assert [(int(r["fold"]), int(r["epoch"])) for r in rows] == [(k, e) for k in range(3) for e in range(2)]
+    order = [(int(r["fold"]), int(r["epoch"])) for r in rows]
+    blocks = [(k, e) for k in range(3) for e in range(2)]
+    # One block per fold when the folds train in turn; side by side, epoch by epoch.
+    assert order == (blocks if strategy == "sequential" else sorted(blocks, key=lambda ke: (ke[1], ke[0])))
     for r in rows:
         assert float(r["val_accuracy"]) == pytest.approx(result.histories[int(r["fold"])]["val_accuracy"][int(r["epoch"])])
 
@@ -166,7 +172,8 @@ def test_fold_csv_logger_has_one_block_per_fold(xy, tmp_path):
 def test_fold_progress_plain_lines_with_time_left(xy):
     x, y = xy
     out = io.StringIO()
-    tfcv.CrossValidator(tiny_classifier, folds=2).fit(x, y, epochs=2, callbacks=[FoldProgress(out)], verbose=0)
+    cv = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="sequential")
+    cv.fit(x, y, epochs=2, callbacks=[FoldProgress(out)], verbose=0)
     lines = out.getvalue().splitlines()
     epoch_lines = [line for line in lines if line.startswith("fold ")]
     assert [line.split(" [")[0] for line in epoch_lines] == [

@@ -25,7 +25,7 @@ def data(small_digits):
 @pytest.fixture(scope="module")
 def sequential(data):
     x, y = data
-    return tfcv.CrossValidator(BUILD, folds=4, seed=0).fit(x, y, epochs=3, verbose=0)
+    return tfcv.CrossValidator(BUILD, folds=4, seed=0, strategy="sequential").fit(x, y, epochs=3, verbose=0)
 
 
 def assert_same_run(parallel, sequential):

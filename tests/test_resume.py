@@ -42,7 +42,7 @@ def finish(proc):
 @pytest.mark.slow
 def test_sigkill_in_fold_3_of_5_resumes_from_the_last_epoch(tmp_path):
     run_dir = tmp_path / "run"
-    args = ("--folds", "5", "--epochs", "4")
+    args = ("--folds", "5", "--epochs", "4", "--strategy", "sequential")
     kill_when(start_run(run_dir, *args), "fold 3/5 epoch 2/4")
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("fold_")) == ["fold_0", "fold_1"]
     mtimes = {k: os.stat(run_dir / f"fold_{k}" / "model.keras").st_mtime_ns for k in (0, 1)}
@@ -65,7 +65,7 @@ def test_sigkill_in_fold_3_of_5_resumes_from_the_last_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_kill_between_folds_gives_the_scores_of_an_uninterrupted_run(tmp_path):
-    args = ("--folds", "3", "--epochs", "2", "--seed", "7")
+    args = ("--folds", "3", "--epochs", "2", "--seed", "7", "--strategy", "sequential")
     finish(start_run(tmp_path / "straight", *args))
     kill_when(start_run(tmp_path / "killed", *args), "Fold 1/3 done")
     out = finish(start_run(tmp_path / "killed", *args))
@@ -114,7 +114,7 @@ def test_a_crash_inside_a_fold_keeps_finished_folds(tmp_path, small_digits):
                 raise RuntimeError("simulated crash")
 
     run_dir = tmp_path / "run"
-    cv = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0)
+    cv = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential")
     with pytest.raises(RuntimeError, match="simulated crash"):
         cv.fit(x, y, epochs=3, run_dir=run_dir, callbacks=[Crash()], verbose=0)
     assert (run_dir / "fold_0" / "scores.json").exists() and not (run_dir / "fold_1").exists()

@@ -115,7 +115,7 @@ def small(small_digits):
 
 def crash_in_fold_1(run_dir, x, y, epochs=3):
     with pytest.raises(RuntimeError, match="simulated crash"):
-        tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(
+        tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential").fit(
             x, y, epochs=epochs, run_dir=run_dir, callbacks=[_CrashAt(1, 1)], verbose=0
         )
     return run_dir / ".backup" / "fold_1" / "checkpoint.npz"
@@ -128,8 +128,8 @@ def test_an_unreadable_backup_restarts_its_fold_from_scratch_with_a_notice(tmp_p
     data = backup.read_bytes()
     backup.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint"}[damage])
     with pytest.warns(UserWarning, match=r"checkpoint.npz cannot be read .*starts over from its first epoch"):
-        result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(x, y, epochs=3, run_dir=tmp_path / "run",
-                                                                           verbose=0)
+        result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential").fit(
+            x, y, epochs=3, run_dir=tmp_path / "run", verbose=0)
     assert result.fold_info[1]["initial_epoch"] == 0
     assert [len(h["loss"]) for h in result.histories] == [3, 3, 3]
 
@@ -137,8 +137,8 @@ def test_an_unreadable_backup_restarts_its_fold_from_scratch_with_a_notice(tmp_p
 def test_the_resume_epoch_is_the_one_restored(tmp_path, small):
     x, y = small
     crash_in_fold_1(tmp_path / "run", x, y)
-    result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(x, y, epochs=3, run_dir=tmp_path / "run",
-                                                                       verbose=0)
+    result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential").fit(
+        x, y, epochs=3, run_dir=tmp_path / "run", verbose=0)
     assert result.fold_info[1]["initial_epoch"] == 2
     assert [len(h["loss"]) for h in result.histories] == [3, 3, 3]
 
@@ -226,7 +226,8 @@ def test_a_second_run_on_a_directory_in_use_fails_at_once_naming_the_holder(tmp_
     x, y = small
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "tfcv", "run", "--run-dir", str(run_dir), "--verbose", "2", "--epochs", "50"]
+    cmd = [sys.executable, "-m", "tfcv", "run", "--run-dir", str(run_dir), "--verbose", "2", "--epochs", "50",
+           "--strategy", "sequential"]
     holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         for line in holder.stdout:

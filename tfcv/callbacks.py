@@ -368,8 +368,11 @@ class FoldCSVLogger(FoldCallback):
 
     Columns: `fold`, `epoch`, then the metrics of the first epoch logged
     (sorted). Rows of folds loaded from a run directory, and the epochs a
-    resumed fold already ran, are written from their stored history, so
-    the file always holds one block per fold in fold order.
+    resumed fold already ran, are written from their stored history. When
+    the folds train one after the other, the file holds one block per fold
+    in fold order; with `strategy="stacked"` they train side by side and
+    their rows interleave epoch by epoch (sort by `fold`, `epoch` for
+    blocks).
 
     Args:
         filename: `str`. Path of the CSV file (rewritten at the start of

@@ -32,7 +32,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "n_jobs": None,
     "backend": None,
     "address": None,
-    "strategy": "sequential",
+    "strategy": "auto",
     "data": None,
     "image_size": None,
     "text_column": None,
@@ -185,7 +185,7 @@ def _run_command(args: argparse.Namespace) -> int:
     print(
         f"tfcv run: {data.description}, {config['folds']} folds x {config['epochs']} epochs, "
         f"batch size {config['batch_size']}, seed {config['seed']}"
-        + (f", {config['strategy']} strategy" if config["strategy"] != "sequential" else "")
+        + (f", {config['strategy']} strategy" if config["strategy"] != RUN_DEFAULTS["strategy"] else "")
         + (f", {len(x_test)} held out for testing" if x_test is not None else "")
         + f"\nrun directory: {config['run_dir']}",
         flush=True,
@@ -376,11 +376,11 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     images = len(shape) == 4
     if shifts and not images:
         raise CLIError(f"--shifts move pixels; {args.version_dir!r} takes inputs of shape {shape}, not images")
+    if shifts is None:
+        shifts = tuple(uncertainty.SHIFTS) if images else ()
     x, y = _evaluation_data(args, shape)
-    evaluation = uncertainty.evaluate(
-        args.version_dir, x, y, shifts=(tuple(uncertainty.SHIFTS) if images else ())
-        if shifts is None else shifts, value_range=tuple(meta["input_spec"].get("range") or (0.0, 1.0)),
-    )
+    evaluation = uncertainty.evaluate(args.version_dir, x, y, shifts=shifts,
+                                      value_range=tuple(meta["input_spec"].get("range") or (0.0, 1.0)))
     if args.json:
         print(json.dumps(evaluation.to_records()))
     else:

@@ -69,7 +69,7 @@ class CrossValidator:
             `n_jobs`/`distribute` are not used, and otherwise trains
             sequentially (with a warning when the model is the reason); the
             choice and its reason are in `result.info["strategy"]` and
-            `result.info["strategy_reason"]`. Defaults to `"sequential"`.
+            `result.info["strategy_reason"]`. Defaults to `"auto"`.
 
     Example:
 
@@ -87,7 +87,7 @@ class CrossValidator:
         seed: int = 0,
         task: str = "auto",
         deterministic: bool = True,
-        strategy: str = "sequential",
+        strategy: str = "auto",
     ):
         if not callable(build_fn):
             raise TypeError(
