@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 
 import keras
 import numpy as np
@@ -296,13 +297,16 @@ def test_unstackable_models_are_refused_with_the_reason(build, reason, tiny_xy_s
         tfcv.CrossValidator(build, folds=2, strategy="stacked").fit(x, y, verbose=0)
 
 
-def test_auto_falls_back_to_sequential_with_a_warning(tiny_xy_small):
+def test_auto_is_the_default_and_falls_back_to_sequential_saying_why(tiny_xy_small):
     x, y = tiny_xy_small
-    with pytest.warns(UserWarning, match="overrides fit"):
-        result = tfcv.CrossValidator(own_fit_classifier, folds=2, strategy="auto").fit(x, y, epochs=1, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # falling back is what the default is for
+        result = tfcv.CrossValidator(own_fit_classifier, folds=2).fit(x, y, epochs=1, verbose=0)
     assert result.info["strategy"] == "sequential"
-    auto = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="auto").fit(x, y, epochs=1, verbose=0)
+    assert "overrides fit" in result.info["strategy_reason"]
+    auto = tfcv.CrossValidator(tiny_classifier, folds=2).fit(x, y, epochs=1, verbose=0)
     assert auto.info["strategy"] == "stacked"
+    assert "fit in memory" in auto.info["strategy_reason"]
     with_jobs = tfcv.CrossValidator(tiny_classifier, folds=2, strategy="auto")
     assert with_jobs._choose_strategy(tiny_classifier(), 2, 32, 2, None) == (
         "sequential", "n_jobs=2 trains the folds in joblib workers")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,8 +66,8 @@ class CrossValidator:
             can be stacked, the K copies fit in memory side by side (an
             estimate from the weights and the activations of one batch) and
             `n_jobs`/`distribute` are not used, and otherwise trains
-            sequentially (with a warning when the model is the reason); the
-            choice and its reason are in `result.info["strategy"]` and
+            sequentially; the choice and its reason (printed by
+            `FoldProgress`) are in `result.info["strategy"]` and
             `result.info["strategy_reason"]`. Defaults to `"auto"`.
 
     Example:
@@ -357,11 +356,8 @@ class CrossValidator:
             return "sequential", "distribute= spreads each fold over replicas"
         problem = _stacked.stacking_problem(model)
         if problem is not None:
-            warnings.warn(
-                f"strategy='auto': training the folds one after the other because the model cannot be stacked: {problem}.",
-                UserWarning,
-                stacklevel=3,
-            )
+            # No warning: 'auto' is the default, and falling back is what it
+            # is for. The reason is in the run's info and progress output.
             return "sequential", f"the model cannot be stacked: {problem}"
         needed, available = _stacked.memory_estimate(model, n_folds, batch_size), _stacked.available_memory()
         fits = available is None or needed <= available // 2
