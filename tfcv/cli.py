@@ -32,7 +32,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "n_jobs": None,
     "backend": None,
     "address": None,
-    "strategy": "sequential",
+    "strategy": "auto",
     "data": None,
     "image_size": None,
     "text_column": None,
@@ -185,7 +185,7 @@ def _run_command(args: argparse.Namespace) -> int:
     print(
         f"tfcv run: {data.description}, {config['folds']} folds x {config['epochs']} epochs, "
         f"batch size {config['batch_size']}, seed {config['seed']}"
-        + (f", {config['strategy']} strategy" if config["strategy"] != "sequential" else "")
+        + (f", {config['strategy']} strategy" if config["strategy"] != RUN_DEFAULTS["strategy"] else "")
         + (f", {len(x_test)} held out for testing" if x_test is not None else "")
         + f"\nrun directory: {config['run_dir']}",
         flush=True,
