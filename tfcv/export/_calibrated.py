@@ -58,8 +58,10 @@ class Conformal:
             exchangeable with the training data). Defaults to `0.1`.
         method: `"lac"` (score `1 - p_label`, the smallest sets on average),
             `"aps"` (probability mass ranked at or above the label) or
-            `"raps"` (APS plus `penalty` per rank beyond `k_reg`). Defaults
-            to `"lac"`.
+            `"raps"` (APS plus `penalty` per rank beyond `k_reg`). Measured
+            on the digits at alpha 0.1 (README): LAC gives an accurate model
+            single classes, APS (no randomized tie-breaking) 4-5 classes per
+            set, RAPS 1.1-1.6, growing under shift. Defaults to `"lac"`.
         on: `"deterministic"` (sets on the `serving_default` probabilities)
             or `"randomized"` (on the `predict_randomized` mean; needs a
             `Randomized` config and the training data). Defaults to
