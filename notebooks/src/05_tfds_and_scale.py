@@ -171,11 +171,12 @@ print(f"mean ± std {np.mean(by_hand):.4f} ± {np.std(by_hand):.4f}, in {seconds
 # small dataset; `cache=None` streams every epoch from disk, `cache="some/dir"` caches to files).
 # tfcv adapts the normalization on each streamed training split, and also returns what the loop
 # above did not compute: scikit-learn's metrics per fold, the histories, and out-of-fold
-# predictions in the split's order.
+# predictions in the split's order. Here the folds train one after the other, as in the loop
+# (`strategy="sequential"`); section 6 shows tfcv's default, which trains them side by side.
 
 # %%
 pipeline = tfcv.data.Pipeline(rescale=1 / 16, cache="memory")
-cv = tfcv.CrossValidator(build, folds=plan, seed=SEED)
+cv = tfcv.CrossValidator(build, folds=plan, seed=SEED, strategy="sequential")
 start = time.perf_counter()
 result = cv.fit(epochs=EPOCHS, batch_size=BATCH_SIZE, pipeline=pipeline, verbose=0)
 seconds_tfcv = time.perf_counter() - start
@@ -255,10 +256,11 @@ print(f"{os.cpu_count()} cores; {seconds_tfcv:.1f} s one after another, {seconds
 # others), adapts its normalization on its own training split, and never sees its fold's
 # validation split except to be validated on it. Here, with a TFDS plan, each copy streams its
 # own fold's slices through the same `pipeline`. The result is the same `CVResult` as before, with
-# `k` independent `keras.Model`s. `strategy="auto"` stacks whenever the model allows it and falls
-# back to one fold after another, with a warning, when it does not (stateful layers, a model that
-# overrides `fit()`); `result.info["strategy"]` records which one ran. Stacking runs in this
-# process, so it does not combine with `n_jobs` or `distribute`.
+# `k` independent `keras.Model`s. `strategy="auto"`, the default, stacks whenever the model
+# allows it and the `k` copies fit in memory, and falls back to one fold after another when they
+# do not (stateful layers, a model that overrides `fit()`, too little memory);
+# `result.info["strategy"]` and `result.info["strategy_reason"]` record which one ran and why.
+# Stacking runs in this process, so `n_jobs` or `distribute` make `auto` train sequentially.
 
 # %%
 stacked_cv = tfcv.CrossValidator(build, folds=plan, seed=SEED, strategy="stacked")
