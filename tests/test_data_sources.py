@@ -248,6 +248,7 @@ def test_tfcv_run_data_errors_are_one_line(tmp_path, capsys):
         (["--data", str(tmp_path / "missing")], "does not exist"),
         (["--data", "tfds:no_such_dataset_xyz"], "Unknown TFDS dataset 'no_such_dataset_xyz'"),
         (["--image-size", "8", "8"], "--image-size need --data"),
+        (["--image-key", "picture", "--label-key", "digit"], "--image-key, --label-key need --data"),
         (["--data", str(tmp_path / "t.csv")], "needs `text_column` (--text-column"),
         (["--data", truncated_image_folder(tmp_path / "cut")], "cut.jpg': truncated or damaged"),
     ]:

@@ -16,6 +16,7 @@ import pytest
 
 import tfcv
 from tests.conftest import tiny_classifier
+from tfcv._run_dir import load_test_set, save_test_set
 
 # A run with every source of randomness a fold checkpoint must carry:
 # augmentation and dropout draw from random generators, BatchNormalization
@@ -268,3 +269,21 @@ def test_file_system_errors_reach_cli_users_as_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tfcv run: error:")]
     assert len(errors) == 1 and str(blocker) in errors[0], proc.stderr
+
+
+def test_the_kept_test_set_is_read_back_with_checks(finished_run):
+    run_dir, x, y = finished_run
+    assert load_test_set(run_dir) is None  # the run held nothing out
+    save_test_set(run_dir, x[:10], y[:10])
+    got_x, got_y = load_test_set(run_dir)
+    np.testing.assert_array_equal(got_x, x[:10])
+    np.testing.assert_array_equal(got_y, y[:10])
+    path = run_dir / "test_set.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"test_set\.npz cannot be read .*--test-size"):
+        load_test_set(run_dir)
+    path.unlink()
+    os.symlink(run_dir.parent / "elsewhere.npz", path)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        save_test_set(run_dir, x[:10], y[:10])
+    assert not (run_dir.parent / "elsewhere.npz").exists()

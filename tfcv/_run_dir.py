@@ -352,7 +352,7 @@ def save_test_set(run_dir: str | os.PathLike, x, y) -> str:
     x, y = (a.astype(str) if a.dtype == object else a for a in (x, y))
     buffer = io.BytesIO()
     np.savez(buffer, x=x, y=y)
-    path = os.path.join(os.fspath(run_dir), _TEST_SET)
+    path = _inside(os.path.realpath(os.fspath(run_dir)), _TEST_SET)
     _atomic.write_bytes(path, buffer.getvalue())
     return path
 
@@ -362,11 +362,20 @@ def load_test_set(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] |
     run_dir = os.fspath(run_dir)
     if not os.path.exists(os.path.join(run_dir, _PLAN)):
         raise FileNotFoundError(f"{run_dir!r} is not a tfcv run directory: it has no {_PLAN}.")
-    path = os.path.join(run_dir, _TEST_SET)
+    path = _inside(os.path.realpath(run_dir), _TEST_SET)
     if not os.path.exists(path):
         return None
-    with np.load(path, allow_pickle=False) as stored:
-        return stored["x"], stored["y"]
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            x, y = stored["x"], stored["y"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{path} cannot be read ({error}); it is not the test set tfcv run --test-size wrote. "
+            "Run again with --test-size, or evaluate on --data."
+        ) from error
+    if len(x) != len(y):
+        raise ValueError(f"{path} holds {len(x)} inputs but {len(y)} labels; it is not a test set tfcv wrote.")
+    return x, y
 
 
 def load_result(run_dir: str | os.PathLike) -> CVResult:

@@ -37,6 +37,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "image_size": None,
     "text_column": None,
     "label_column": None,
+    "image_key": None,
+    "label_key": None,
     "refit": False,
 }
 STRATEGIES = ("sequential", "stacked", "auto")
@@ -91,6 +93,10 @@ def _add_run_parser(subparsers) -> None:
                    help="resize images of --data to H x W (default 64 64 for image folders)")
     p.add_argument("--text-column", dest="text_column", help="CSV column holding the sentences")
     p.add_argument("--label-column", dest="label_column", help="CSV column holding the labels")
+    p.add_argument("--image-key", dest="image_key",
+                   help="feature of a TFDS dataset without supervised keys that holds the input")
+    p.add_argument("--label-key", dest="label_key",
+                   help="feature of a TFDS dataset without supervised keys that holds the label")
     p.add_argument("--refit", action="store_true", default=None,
                    help="after the folds, train one more model on all the data (saved in RUN_DIR/refit)")
     p.set_defaults(handler=_run_command)
@@ -220,7 +226,7 @@ def _run_command(args: argparse.Namespace) -> int:
 def _load_data(config: dict):
     from tfcv.sources import Data, load_data, parse_data
 
-    options = {key: config[key] for key in ("image_size", "text_column", "label_column")}
+    options = {key: config[key] for key in ("image_size", "text_column", "label_column", "image_key", "label_key")}
     if config["data"] is None:
         if any(v is not None for v in options.values()):
             raise CLIError(f"{', '.join('--' + k.replace('_', '-') for k, v in options.items() if v is not None)} "
