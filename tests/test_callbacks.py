@@ -190,3 +190,76 @@ def test_fold_progress_redraws_on_a_terminal(xy):
     out = io.StringIO()
     tfcv.CrossValidator(tiny_classifier, folds=2).fit(x, y, epochs=1, callbacks=[FoldProgress(out, dynamic=True)], verbose=0)
     assert "\r\033[K" in out.getvalue()
+
+
+# --------------------------------------------- callbacks across a resume
+
+
+class _Crash(FoldCallback):
+    """Raises once: at the end of epoch `epoch` of fold `fold`, or (with
+    `epoch=None`) when fold `fold`'s training ends, after its last backup."""
+
+    def __init__(self, fold, epoch):
+        super().__init__()
+        self.at = (fold, epoch)
+        self.crashed = False
+
+    def _maybe_crash(self, epoch):
+        if not self.crashed and (self.fold, epoch) == self.at:
+            self.crashed = True
+            raise RuntimeError("simulated crash")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._maybe_crash(epoch)
+
+    def on_train_end(self, logs=None):
+        self._maybe_crash(None)
+
+
+def _fit_with_stateful_callbacks(x, y, strategy, run_dir, extra=()):
+    # mode="max" on val_loss: the first epoch sets a best value that no later
+    # epoch beats (val_loss falls), so a callback that forgot it on resume
+    # acts at once: EarlyStopping keeps training (and restores other
+    # weights), ModelCheckpoint overwrites the best file.
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", mode="max", patience=2, restore_best_weights=True)
+    best = FoldModelCheckpoint(str(run_dir) + "-best{fold}.weights.h5", monitor="val_loss", mode="max",
+                               save_best_only=True, save_weights_only=True)
+    cv = tfcv.CrossValidator(tiny_classifier, folds=2, seed=0, strategy=strategy)
+    return cv.fit(x, y, epochs=5, run_dir=run_dir, callbacks=[stopper, best, *extra], verbose=0)
+
+
+def _best_weights(path):
+    model = tiny_classifier()
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return model.get_weights()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_digits, tmp_path_factory):
+    x, y = small_digits[0][:150], small_digits[1][:150]
+    runs = {}
+    for strategy in ("sequential", "stacked"):
+        run_dir = tmp_path_factory.mktemp("straight") / strategy
+        runs[strategy] = (_fit_with_stateful_callbacks(x, y, strategy, run_dir), run_dir)
+    return x, y, runs
+
+
+@pytest.mark.parametrize(("strategy", "epoch"), [("sequential", 1), ("stacked", 1), ("sequential", None)])
+def test_keras_callback_state_survives_a_resume(uninterrupted, tmp_path, strategy, epoch):
+    x, y, runs = uninterrupted
+    straight, straight_dir = runs[strategy]
+    assert [len(h["loss"]) for h in straight.histories] == [3, 3]  # EarlyStopping stopped both folds
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit_with_stateful_callbacks(x, y, strategy, run_dir, extra=[_Crash(1, epoch)])
+    resumed = _fit_with_stateful_callbacks(x, y, strategy, run_dir)
+    assert resumed.fold_info[1]["initial_epoch"] == {1: 2 if strategy == "sequential" else 1, None: 3}[epoch]
+    # FoldModelCheckpoint's best value: the best file is the uninterrupted run's.
+    for k in range(2):
+        got, want = (_best_weights(f"{d}-best{k}.weights.h5") for d in (run_dir, straight_dir))
+        assert all(np.array_equal(a, b) for a, b in zip(got, want)), f"fold {k}'s best file was overwritten"
+    # EarlyStopping's counters (when it stops) and best weights (what it restores).
+    assert resumed.histories == straight.histories
+    assert resumed.scores == straight.scores
+    np.testing.assert_array_equal(resumed.oof_predictions, straight.oof_predictions)

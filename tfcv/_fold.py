@@ -22,7 +22,13 @@ import numpy as np
 
 from tfcv import _compat
 from tfcv._run_dir import FoldCheckpoint, _merge_history
-from tfcv.callbacks import FoldCallback, any_needs_batch_hooks, call_hook
+from tfcv.callbacks import (
+    FoldCallback,
+    any_needs_batch_hooks,
+    call_hook,
+    holds_keras_state,
+    keras_states,
+)
 from tfcv.metrics import score_predictions, score_with
 from tfcv.preprocessing import adapt_preprocessing
 from tfcv.result import _FoldOutcome
@@ -134,19 +140,19 @@ def fit_and_score(
         run_epochs_per_call(model, steps_per_epoch(data), callbacks)
 
     fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
-    plain = [cb for cb in callbacks if not isinstance(cb, FoldCallback)]
+    stateful = [cb for cb in callbacks if holds_keras_state(cb)]
     keras_callbacks = list(callbacks)
     initial_epoch = 0
     previous_logs: list[dict] = []
     checkpoint = None
     if backup_dir is not None:
-        checkpoint = FoldCheckpoint(backup_dir, state_variables(model), plain, model=model)
+        checkpoint = FoldCheckpoint(backup_dir, state_variables(model), lambda: keras_states(stateful, k), model=model)
         initial_epoch = checkpoint.restore(max_epochs=settings.epochs)
         previous_logs = list(checkpoint.logs)
-        # After the plain callbacks, so that their end-of-epoch state is what
-        # is saved; before the fold-aware ones, so that an epoch reported
-        # done (FoldProgress) is an epoch backed up.
-        keras_callbacks = plain + [checkpoint] + fold_cbs
+        # After the callbacks whose state it saves, so that their end-of-epoch
+        # state is what is saved; before the other fold-aware ones, so that
+        # an epoch reported done (FoldProgress) is an epoch backed up.
+        keras_callbacks = stateful + [checkpoint] + [cb for cb in callbacks if not holds_keras_state(cb)]
 
     begin_fold(fold_cbs, k, model, seed, data, initial_epoch, previous_logs)
     start = time.monotonic()
@@ -154,18 +160,20 @@ def fit_and_score(
     if data.steps is not None and initial_epoch:
         # The resumed epochs continue the stream where the backup left it.
         train = train.skip(initial_epoch * data.steps)
-    new_logs: dict = {}
-    if checkpoint is None or not checkpoint.stopped:
-        new_logs = model.fit(
-            train,
-            validation_data=data.validation,
-            epochs=settings.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=data.steps,
-            callbacks=keras_callbacks,
-            verbose=0,
-            shuffle=False,  # the pipeline shuffles
-        ).history
+    # A fold that had stopped still ends its training: no epoch runs, but the
+    # callbacks get their state back and end as they would have
+    # (EarlyStopping's restore_best_weights).
+    stopped = checkpoint is not None and checkpoint.stopped
+    new_logs = model.fit(
+        train,
+        validation_data=data.validation,
+        epochs=initial_epoch if stopped else settings.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=data.steps,
+        callbacks=keras_callbacks,
+        verbose=0,
+        shuffle=False,  # the pipeline shuffles
+    ).history
     seconds = time.monotonic() - start
     compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
     predictions = np.asarray(model.predict(data.validation, verbose=0))

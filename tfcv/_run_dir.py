@@ -465,18 +465,25 @@ class FoldCheckpoint(keras.callbacks.Callback):
 
     The file holds the value of every state variable (weights, the random
     generators' states of dropout and augmentation layers, BatchNormalization
-    statistics, optimizer state), the simple state of the plain Keras
-    callbacks (EarlyStopping's counters and best weights, ...), whether
-    training was stopped, and every epoch's logs. The data stream needs no
-    state: a resumed fold skips the batches of the epochs done. So a fold
-    killed at any point resumes to exactly the scores of an uninterrupted
-    run. Place it after every other callback, so that their state at the end
-    of the epoch is what is saved.
+    statistics, optimizer state), the simple state of the Keras callbacks
+    (EarlyStopping's counters and best weights, ModelCheckpoint's best value,
+    ReduceLROnPlateau's counters, ... including those that `FoldModelCheckpoint`
+    and the other per-fold callbacks run), whether training was stopped, and
+    every epoch's logs. The data stream needs no state: a resumed fold skips
+    the batches of the epochs done. So a fold killed at any point resumes to
+    exactly the scores of an uninterrupted run. Place it after the callbacks
+    whose state it saves, so that their state at the end of the epoch is what
+    is saved.
+
+    Variables are restored by `restore`, before training; the callbacks'
+    state when training begins, after their own `on_train_begin` (Keras'
+    EarlyStopping and ReduceLROnPlateau reset themselves there).
 
     Args:
         backup_dir: `str`. The fold's backup directory.
         variables: The state variables to save and restore.
-        callbacks: Plain Keras callbacks whose state is saved.
+        callbacks: The Keras callbacks whose state is saved, or a function
+            returning them when they exist only once the fold begins.
         model: The model whose `stop_training` flag is saved.
         own_logs: `bool`. Append each epoch's logs itself; `False` when the
             caller appends them (the stacked strategy, per fold).
@@ -489,11 +496,14 @@ class FoldCheckpoint(keras.callbacks.Callback):
         self.backup_dir = backup_dir
         self.path = os.path.join(backup_dir, _CHECKPOINT)
         self.variables = list(variables)
-        self.state_callbacks = list(callbacks)
+        self._state_callbacks = callbacks if callable(callbacks) else (lambda: list(callbacks))
         self.fold_model = model
         self.own_logs = own_logs
         self.logs: list[dict] = []
         self.stopped = False
+        # (type names, {attribute: value} per callback) read by `restore`,
+        # set on the callbacks in `on_train_begin`.
+        self._restored_states = None
 
     def restore(self, *, max_epochs: int) -> int:
         """Restores the last backup; returns the number of epochs it covers
@@ -510,7 +520,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
                 stacklevel=2,
             )
             _atomic.remove_tree(self.backup_dir)
-            self.logs, self.stopped = [], False
+            self.logs, self.stopped, self._restored_states = [], False, None
             return 0
         return epoch
 
@@ -528,22 +538,44 @@ class FoldCheckpoint(keras.callbacks.Callback):
             tuple(v.shape) != tuple(value.shape) for v, value in zip(self.variables, values)
         ):
             raise ValueError("its variables do not match this fold's model")
-        for variable, value in zip(self.variables, values):
-            variable.assign(value)
-        for i, (cb, state) in enumerate(zip(self.state_callbacks, meta["callbacks"])):
+        states = []
+        for i, state in enumerate(meta["callbacks"]):
+            restored = {}
             for key, kind in state.items():
                 if kind == "json":
-                    setattr(cb, key, meta["callback_values"][str(i)][key])
+                    restored[key] = meta["callback_values"][str(i)][key]
                 elif kind == "array":
-                    setattr(cb, key, arrays[f"callback.{i}.{key}"])
+                    restored[key] = arrays[f"callback.{i}.{key}"]
                 elif kind == "scalar":
-                    setattr(cb, key, arrays[f"callback.{i}.{key}"].item())
+                    restored[key] = arrays[f"callback.{i}.{key}"].item()
                 else:
-                    setattr(cb, key, [arrays[f"callback.{i}.{key}.{j}"] for j in range(int(kind))])
+                    restored[key] = [arrays[f"callback.{i}.{key}.{j}"] for j in range(int(kind))]
+            states.append(restored)
+        for variable, value in zip(self.variables, values):
+            variable.assign(value)
+        self._restored_states = (meta.get("callback_types"), states)
         self.logs, self.stopped = list(logs), bool(meta["stopped"])
         if self.fold_model is not None:
             self.fold_model.stop_training = self.stopped
         return epoch
+
+    def on_train_begin(self, logs=None):
+        if self._restored_states is None:
+            return
+        types, states = self._restored_states
+        self._restored_states = None
+        callbacks = self._state_callbacks()
+        if types != [type(cb).__name__ for cb in callbacks]:
+            warnings.warn(
+                f"The backup {self.path} holds the state of the callbacks {types}, this fold runs "
+                f"{[type(cb).__name__ for cb in callbacks]}; they continue from a fresh state.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        for cb, state in zip(callbacks, states):
+            for key, value in state.items():
+                setattr(cb, key, value)
 
     def append(self, entry: dict) -> None:
         self.logs.append(entry)
@@ -555,8 +587,9 @@ class FoldCheckpoint(keras.callbacks.Callback):
 
     def write(self, epoch: int) -> None:
         arrays = {f"variable.{i}": np.asarray(v) for i, v in enumerate(self.variables)}
+        callbacks = self._state_callbacks()
         states, values = [], {}
-        for i, cb in enumerate(self.state_callbacks):
+        for i, cb in enumerate(callbacks):
             state, values[str(i)] = {}, {}
             for key, value in vars(cb).items():
                 if key in ("model", "_model"):
@@ -574,7 +607,8 @@ class FoldCheckpoint(keras.callbacks.Callback):
             states.append(state)
         stopped = bool(getattr(self.fold_model, "stop_training", False)) if self.fold_model is not None else False
         meta = {"format": self._FORMAT, "epoch": epoch, "variables": len(self.variables), "logs": self.logs,
-                "callbacks": states, "callback_values": values, "stopped": stopped}
+                "callbacks": states, "callback_values": values,
+                "callback_types": [type(cb).__name__ for cb in callbacks], "stopped": stopped}
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=_atomic._json_default).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)

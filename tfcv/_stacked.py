@@ -36,7 +36,7 @@ from tfcv._fold import (
 )
 from tfcv._fold_sources import _ArraySource
 from tfcv._run_dir import FoldCheckpoint, _merge_history
-from tfcv.callbacks import any_needs_batch_hooks, fold_copy
+from tfcv.callbacks import any_needs_batch_hooks, fold_copy, keras_states
 
 _PREFIX = "fold{}:"
 
@@ -516,7 +516,10 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
     checkpoint = None
     if backup_dir is not None:
         variables = [v for model in models for v in state_variables(model)] + [active]
-        checkpoint = FoldCheckpoint(backup_dir, variables, [cb for cbs in own for cb in cbs], own_logs=False)
+        checkpoint = FoldCheckpoint(
+            backup_dir, variables, lambda: [cb for i, k in enumerate(todo) for cb in keras_states(own[i] + fold_cbs, k)],
+            own_logs=False,
+        )
         initial_epoch = checkpoint.restore(max_epochs=settings.epochs)
         previous = [[epoch[str(k)] for epoch in checkpoint.logs if str(k) in epoch] for k in todo]
     # The folds that had stopped before the backup stay stopped.

@@ -234,7 +234,9 @@ _KERAS_HOOKS = (
 
 class _PerFoldKerasCallback(FoldCallback):
     """Runs a fresh Keras callback in every fold, so nothing leaks between
-    folds (best values, counters, writers), and forwards the Keras hooks."""
+    folds (best values, counters, writers), and forwards the Keras hooks.
+    A resumed fold's Keras callback gets its state back from the fold's
+    backup (see `keras_states`)."""
 
     def _make(self, fold: int) -> keras.callbacks.Callback:
         raise NotImplementedError
@@ -244,13 +246,17 @@ class _PerFoldKerasCallback(FoldCallback):
     # reaches.
     @property
     def _inner(self):
-        return self.__dict__.get("_inners", {}).get(self.fold)
+        return self.keras_callback(self.fold)
 
     def on_fold_begin(self, fold, logs=None):
         inner = self._make(fold)
         inner.set_model(self.model)
         inner.set_params(self.params or {})
         self.__dict__.setdefault("_inners", {})[fold] = inner
+
+    def keras_callback(self, fold: int) -> keras.callbacks.Callback | None:
+        """The Keras callback of fold `fold` (`None` before the fold begins)."""
+        return self.__dict__.get("_inners", {}).get(fold)
 
     def needs_batch_hooks(self) -> bool:
         return _needs_batch_hooks(self._make(0))
@@ -294,7 +300,8 @@ class FoldModelCheckpoint(_PerFoldKerasCallback):
     `filepath` may contain `{fold}` (0-based; `{fold:02d}` works too) and
     every placeholder Keras' `ModelCheckpoint` fills (`{epoch}`,
     `{val_loss:.3f}`, ...). The best value tracked by `save_best_only`
-    starts afresh in every fold.
+    starts afresh in every fold, and a fold resumed from a run directory
+    continues from the best value of its epochs already done.
 
     Args:
         filepath: `str`. Where to save; must end in `.keras` (whole model)
@@ -485,6 +492,28 @@ def fold_copy(cb, snapshot):
     twin = copy.copy(cb)
     vars(twin).update(copy.deepcopy(snapshot))
     return twin
+
+
+def holds_keras_state(cb) -> bool:
+    """Whether `cb`'s Keras state (best values, counters, ...) decides the
+    rest of a fold, and so is backed up with it: plain Keras callbacks and
+    the per-fold Keras callbacks (`FoldModelCheckpoint`, ...)."""
+    return not isinstance(cb, FoldCallback) or isinstance(cb, _PerFoldKerasCallback)
+
+
+def keras_states(callbacks, fold: int) -> list:
+    """The Keras callbacks whose state a backup of fold `fold` holds, in
+    `callbacks`' order: each plain Keras callback itself, and the fold's own
+    Keras callback inside each per-fold one."""
+    states = []
+    for cb in callbacks:
+        if isinstance(cb, _PerFoldKerasCallback):
+            inner = cb.keras_callback(fold)
+            if inner is not None:
+                states.append(inner)
+        elif not isinstance(cb, FoldCallback):
+            states.append(cb)
+    return states
 
 
 def any_needs_batch_hooks(callbacks) -> bool:
