@@ -11,12 +11,15 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
 import tfcv
 from tests.conftest import tiny_classifier
 from tfcv._run_dir import load_test_set, save_test_set
+from tfcv.layers import BatchMixer
+from tfcv.metrics import ClassAccuracy, ClassCrossentropy
 
 # A run with every source of randomness a fold checkpoint must carry:
 # augmentation and dropout draw from random generators, BatchNormalization
@@ -287,3 +290,34 @@ def test_the_kept_test_set_is_read_back_with_checks(finished_run):
     with pytest.raises(ValueError, match="is a symbolic link"):
         save_test_set(run_dir, x[:10], y[:10])
     assert not (run_dir.parent / "elsewhere.npz").exists()
+
+
+class _MixingClassifier:
+    """A build_fn whose spec mixes training batches (MixUp), as a
+    `ModelBuilder`'s does: a fresh `BatchMixer` per fold, seeded by the fold."""
+
+    class spec:  # noqa: N801 - stands for ModelBuilder.spec
+        @staticmethod
+        def batch_mixer(seed=None):
+            return BatchMixer(mixup=0.4, num_classes=10, seed=seed)
+
+    def __call__(self):
+        inputs = keras.Input((8, 8, 1))
+        hidden = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+        model.compile(keras.optimizers.Adam(3e-3), ClassCrossentropy(), metrics=[ClassAccuracy()])
+        return model
+
+
+def test_a_resumed_stacked_run_mixes_the_batches_of_an_uninterrupted_run(tmp_path, small):
+    # The epochs done are skipped after mixing, so the mixers' random draws
+    # continue where the crashed run's were.
+    x, y = small
+    cv = tfcv.CrossValidator(_MixingClassifier(), folds=2, seed=0, strategy="stacked")
+    straight = cv.fit(x, y, epochs=3, run_dir=tmp_path / "straight", verbose=0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cv.fit(x, y, epochs=3, run_dir=tmp_path / "run", callbacks=[_CrashAt(1, 1)], verbose=0)
+    resumed = cv.fit(x, y, epochs=3, run_dir=tmp_path / "run", verbose=0)
+    assert resumed.fold_info[1]["initial_epoch"] == 1
+    assert resumed.histories == straight.histories
+    np.testing.assert_array_equal(resumed.oof_predictions, straight.oof_predictions)

@@ -402,7 +402,7 @@ def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoc
     import tensorflow as tf
 
     steps = max(math.ceil(len(source.plan.folds[k][0]) / source.batch_size) for k in folds)
-    streams = [source.train_indices(k, seeds[k]).skip(initial_epoch * steps) for k in folds]
+    streams = [source.train_indices(k, seeds[k]) for k in folds]
 
     weights = [[None if w is None else tf.constant(w) for w in source.fold_weights(k)] for k in folds]
 
@@ -413,7 +413,9 @@ def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoc
         return gather_rows
 
     train = tf.data.Dataset.zip(tuple(streams)).map(gather(0), num_parallel_calls=tf.data.AUTOTUNE)
-    train = _mixed(train, mixers).prefetch(tf.data.AUTOTUNE)
+    # A resumed run skips the epochs done after mixing, so that the mixers
+    # have drawn for those batches as in an uninterrupted run.
+    train = _mixed(train, mixers).skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)
 
     vals = [np.asarray(source.plan.folds[k][1]) for k in folds]
     n_batches = max(math.ceil(len(v) / val_batch_size) for v in vals)
@@ -433,12 +435,12 @@ def stream_datasets(fold_data, *, mixers, val_batch_size, initial_epoch=0):
 
     counts = [_batch_count(data.train, i) for i, data in enumerate(fold_data)]
     steps = max(counts)
-    streams = [data.train.repeat().skip(initial_epoch * steps) for data in fold_data]
+    streams = [data.train.repeat() for data in fold_data]
     train = tf.data.Dataset.zip(tuple(streams)).map(
         lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    train = _mixed(train, mixers).prefetch(tf.data.AUTOTUNE)
+    train = _mixed(train, mixers).skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)
 
     n_batches = max(math.ceil(data.n_val / val_batch_size) for data in fold_data)
     parts = []
