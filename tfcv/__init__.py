@@ -28,6 +28,7 @@ _EXPORTS = {
     "models": "tfcv.models",
     "plots": "tfcv.plots",
     "preprocessing": "tfcv.preprocessing",
+    "sources": "tfcv.sources",
     "tuning": "tfcv.tuning",
     "uncertainty": "tfcv.uncertainty",
 }
