@@ -480,7 +480,7 @@ def report_targets(results):
                            FLOOR_TARGETS[name], "the floor + val/epoch"))
         for row, (_, mean, _), ratio, target, against in checks:
             fast, same = ratio <= target, abs(mean - hand_mean) <= hand_std
-            print(f"  {name:<9} {row.removeprefix('tfcv '):<10} {ratio:.2f}x {against} (target <= {target}x: "
+            print(f"  {name:<9} {row.removeprefix('tfcv '):<10} {ratio:.3f}x {against} (target <= {target}x: "
                   f"{'yes' if fast else 'no'}), accuracy {mean:.4f} vs {hand_mean:.4f} ± {hand_std:.4f} "
                   f"({'equal' if same else 'not equal'}): {'MET' if fast and same else 'NOT MET'}")
 
