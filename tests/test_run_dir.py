@@ -321,3 +321,54 @@ def test_a_resumed_stacked_run_mixes_the_batches_of_an_uninterrupted_run(tmp_pat
     assert resumed.fold_info[1]["initial_epoch"] == 1
     assert resumed.histories == straight.histories
     np.testing.assert_array_equal(resumed.oof_predictions, straight.oof_predictions)
+
+
+def streamed_digits(x, y, *, known_length=True, repeat=False):
+    """A callable `fold -> (train_ds, val_ds)` over in-memory arrays, as a
+    user's `tf.data` pipeline is: the training data reshuffles every pass
+    (`reshuffle_each_iteration`), the three folds differ in size (7, 7 and 6
+    batches of training data), and every call builds new datasets."""
+    import tensorflow as tf
+
+    folds = np.split(np.arange(len(x)), [40, 90])
+
+    def digits_folds(k):
+        train = np.concatenate([f for i, f in enumerate(folds) if i != k])
+        train_ds = tf.data.Dataset.from_tensor_slices((x[train], y[train]))
+        if not known_length:
+            train_ds = train_ds.filter(lambda *_: True)
+        train_ds = train_ds.shuffle(len(train), seed=7, reshuffle_each_iteration=True).batch(16)
+        if repeat:
+            train_ds = train_ds.repeat()
+        return train_ds, tf.data.Dataset.from_tensor_slices((x[folds[k]], y[folds[k]])).batch(64)
+
+    return digits_folds
+
+
+@pytest.mark.parametrize("known_length", [True, False], ids=["cardinality", "counted"])
+def test_a_resumed_streamed_fold_trains_on_the_batches_of_an_uninterrupted_run(tmp_path, small, known_length):
+    # A streamed fold is repeated and cut into epochs as in-memory folds are,
+    # so the resumed epoch 3 skips epochs 1 and 2 and draws epoch 3's order.
+    # The crash and the resume share this process: the resumed fold calls
+    # the callable again, so its datasets are new, as in a new process.
+    x, y = small
+    folds = streamed_digits(x, y, known_length=known_length)
+    cv = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential")
+    straight = cv.fit(folds, epochs=3, run_dir=tmp_path / "straight", verbose=0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cv.fit(folds, epochs=3, run_dir=tmp_path / "run", callbacks=[_CrashAt(1, 1)], verbose=0)
+    resumed = cv.fit(folds, epochs=3, run_dir=tmp_path / "run", verbose=0)
+    assert resumed.fold_info[1]["initial_epoch"] == 2
+    assert resumed.histories == straight.histories
+    assert resumed.scores == straight.scores
+    np.testing.assert_array_equal(resumed.oof_predictions, straight.oof_predictions)
+    # Every epoch is one pass, also for the fold whose length differs from
+    # the first's (it cannot reuse a model traced to run 7 steps per call).
+    assert [int(model.optimizer.iterations) for model in straight.models] == [3 * 7, 3 * 7, 3 * 6]
+
+
+def test_a_streamed_training_set_that_repeats_forever_is_refused(small):
+    x, y = small
+    with pytest.raises(ValueError, match=r"Fold 0: `train_ds` repeats forever.*remove the `.repeat\(\)`"):
+        tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential").fit(
+            streamed_digits(x, y, repeat=True), epochs=1, verbose=0)

@@ -128,6 +128,14 @@ def fit_and_score(
     """
     callbacks = list(callbacks) + fault_injection()
     model, data = prepare_fold(settings, k, seed, source, model=model)
+    # Every fold, streamed or not, trains on one repeating stream cut into
+    # epochs of `data.steps` batches, so a resumed fold can skip the epochs
+    # done (see `_FoldData.repeated`).
+    data = data.repeated(k)
+    if settings.distribute is None:
+        # Under MirroredStrategy, Keras' multi-step loop fails to run
+        # (TF 2.21: "You must feed a value for placeholder tensor").
+        run_epochs_per_call(model, data.steps, callbacks)
     if reuse is not None:
         model = reuse.adopt(model)
     mixer = batch_mixer(settings.build_fn, seed)
@@ -135,9 +143,6 @@ def fit_and_score(
         data = data.mixed(mixer)
     if settings.distribute is None:
         build_metrics(model, data.train.element_spec)
-        # Under MirroredStrategy, Keras' multi-step loop fails to run
-        # (TF 2.21: "You must feed a value for placeholder tensor").
-        run_epochs_per_call(model, steps_per_epoch(data), callbacks)
 
     fold_cbs = [cb for cb in callbacks if isinstance(cb, FoldCallback)]
     stateful = [cb for cb in callbacks if holds_keras_state(cb)]
@@ -157,7 +162,7 @@ def fit_and_score(
     begin_fold(fold_cbs, k, model, seed, data, initial_epoch, previous_logs)
     start = time.monotonic()
     train = data.train
-    if data.steps is not None and initial_epoch:
+    if initial_epoch:
         # The resumed epochs continue the stream where the backup left it.
         train = train.skip(initial_epoch * data.steps)
     # A fold that had stopped still ends its training: no epoch runs, but the
@@ -313,25 +318,20 @@ def build_optimizer(model: keras.Model) -> None:
         model.optimizer.build(model.trainable_variables)
 
 
-def steps_per_epoch(data) -> int | None:
-    if data.steps is not None:
-        return data.steps
-    count = int(data.train.cardinality())
-    return count if count > 0 else None
-
-
 def build_metrics(model: keras.Model, batch_spec) -> None:
     """Creates the compiled metrics' variables before the first traced train
     step (see `tfcv._compat.symbolic_build`), so that step is traced once."""
     _compat.symbolic_build(model, batch_spec)
 
 
-def run_epochs_per_call(model: keras.Model, steps: int | None, callbacks) -> None:
+def run_epochs_per_call(model: keras.Model, steps: int, callbacks) -> None:
     """Runs a whole epoch per traced call (`steps_per_execution`) unless a
     callback needs to see every batch or the model was compiled with its own
     setting. Training is the same step for step; only the batch hooks fire
-    once per epoch."""
-    if steps is None or model.train_function is not None or getattr(model, "steps_per_execution", 1) != 1:
+    once per epoch. A traced model runs `steps_per_execution` steps per call
+    whatever the epoch's length: only a fold of as many steps may reuse it
+    (`tfcv._sequential.TracedModelReuse`)."""
+    if model.train_function is not None or getattr(model, "steps_per_execution", 1) != 1:
         return
     if not any_needs_batch_hooks(callbacks):
         model.steps_per_execution = steps

@@ -7,6 +7,8 @@ adapt on, the validation labels). Every strategy reads folds through it.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from tfcv._targets import DataView, check_element, check_fold_labels, check_samples, read_targets
@@ -49,8 +51,9 @@ class _FoldData:
 
     `train` is a batched `tf.data.Dataset` of `(x, y)`: for in-memory arrays
     it repeats forever, reshuffled every pass, and `steps` is the number of
-    batches in one epoch; for streamed folds `steps` is `None` and an epoch is
-    one pass. `validation` is a batched dataset of `(x, y)`.
+    batches in one epoch; for streamed folds it is the user's (or TFDS')
+    finite dataset and `steps` is `None` until `repeated` counts it.
+    `validation` is a batched dataset of `(x, y)`.
     """
 
     def __init__(self, *, train, steps, validation, adapt_input, n_train, n_val, val_labels, val_weights=None,
@@ -73,11 +76,28 @@ class _FoldData:
         import tensorflow as tf
 
         train = self.train.map(lambda x, y, *rest: (*mixer(x, y), *rest), num_parallel_calls=tf.data.AUTOTUNE)
-        return _FoldData(
-            train=train.prefetch(tf.data.AUTOTUNE), steps=self.steps, validation=self.validation,
-            adapt_input=self.adapt_input, n_train=self.n_train, n_val=self.n_val, val_labels=self.val_labels,
-            val_weights=self.val_weights, train_rows=self.train_rows,
-        )
+        return self._replace(train=train.prefetch(tf.data.AUTOTUNE))
+
+    def repeated(self, k) -> _FoldData:
+        """The same fold with its training data repeating forever and `steps`
+        the batches of one pass (in-memory folds come so already).
+
+        Epoch `e` is then batches `e * steps` to `(e + 1) * steps - 1` of one
+        stream, and a resumed fold skips the epochs done, as the stacked
+        strategy does. A dataset that reshuffles every iteration draws each
+        pass's order when the pass begins, from the number of passes begun
+        before on that dataset object: handed the finite dataset, Keras
+        begins a pass at every epoch (two when it knows the length), so a
+        resumed `fit` started over at the first order.
+        """
+        if self.steps is not None:
+            return self
+        return self._replace(train=self.train.repeat(), steps=_batches_per_pass(self.train, k))
+
+    def _replace(self, **changes) -> _FoldData:
+        data = copy.copy(self)
+        data.__dict__.update(changes)
+        return data
 
 
 class _ArraySource:
@@ -337,6 +357,12 @@ class _DatasetSource:
             if not isinstance(ds, tf.data.Dataset):
                 raise TypeError(f"Fold {k}: `{name}` must be a tf.data.Dataset of (x, y) batches. Received: {type(ds).__name__}.")
             check_element(ds.element_spec, k, name)
+        if int(train_ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+            raise ValueError(
+                f"Fold {k}: `train_ds` repeats forever. An epoch is one pass over a fold's training data, which "
+                "tfcv repeats itself (so that a resumed fold continues the batches of an uninterrupted run): "
+                "remove the `.repeat()`."
+            )
         val_labels = np.concatenate([
             np.asarray(batch) for batch in val_ds.map(lambda *element: element[1]).as_numpy_iterator()
         ])
@@ -346,6 +372,19 @@ class _DatasetSource:
             adapt_input=train_ds.map(lambda *element: element[0]),
             n_train=None, n_val=len(val_labels), val_labels=val_labels,
         )
+
+
+def _batches_per_pass(dataset, k) -> int:
+    import tensorflow as tf
+
+    count = int(dataset.cardinality())
+    if count == int(tf.data.UNKNOWN_CARDINALITY):
+        # (after `filter`, ...) One counting pass: it is the first pass begun
+        # on the dataset after adaptation, in every run alike.
+        count = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+    if count == 0:
+        raise ValueError(f"Fold {k}: `train_ds` is empty. Expected at least one batch of (x, y) to train on.")
+    return count
 
 
 def _check_sample_weight(sample_weight, n_samples):

@@ -34,8 +34,9 @@ def fit_fold(settings: FoldSettings, k: int, seed: int, source, *, fold_cbs, pla
 
 
 class TracedModelReuse:
-    """Trains every fold of the same architecture on one model, so Keras traces
-    its train, test and predict functions once.
+    """Trains every fold of the same architecture (and, when an epoch runs in
+    one call, as many batches per epoch) on one model, so Keras traces its
+    train, test and predict functions once.
 
     Each fold still builds its model with `build_fn` under the fold's seed;
     that model's initial state (weights, random-seed state, optimizer
@@ -77,6 +78,9 @@ def _reuse_signature(model):
         model_fingerprint(model),
         type(model.optimizer).__name__,
         tuple((tuple(v.shape), str(v.dtype)) for v in state_variables(model)),
+        # The traced train function runs this many steps per call: a fold
+        # of another length would train across its epochs' ends.
+        getattr(model, "steps_per_execution", 1),
     )
 
 
