@@ -367,8 +367,9 @@ def test_a_resumed_streamed_fold_trains_on_the_batches_of_an_uninterrupted_run(t
     assert [int(model.optimizer.iterations) for model in straight.models] == [3 * 7, 3 * 7, 3 * 6]
 
 
-def test_a_streamed_training_set_that_repeats_forever_is_refused(small):
+@pytest.mark.parametrize("strategy", ["sequential", "stacked"])
+def test_a_streamed_training_set_that_repeats_forever_is_refused(small, strategy):
     x, y = small
     with pytest.raises(ValueError, match=r"Fold 0: `train_ds` repeats forever.*remove the `.repeat\(\)`"):
-        tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential").fit(
+        tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy=strategy).fit(
             streamed_digits(x, y, repeat=True), epochs=1, verbose=0)

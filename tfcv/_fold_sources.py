@@ -92,7 +92,7 @@ class _FoldData:
         """
         if self.steps is not None:
             return self
-        return self._replace(train=self.train.repeat(), steps=_batches_per_pass(self.train, k))
+        return self._replace(train=self.train.repeat(), steps=batches_per_pass(self.train, k))
 
     def _replace(self, **changes) -> _FoldData:
         data = copy.copy(self)
@@ -374,7 +374,9 @@ class _DatasetSource:
         )
 
 
-def _batches_per_pass(dataset, k) -> int:
+def batches_per_pass(dataset, k) -> int:
+    """Batches in one pass over fold `k`'s finite training `dataset` (its
+    cardinality, or one counting pass when that is unknown)."""
     import tensorflow as tf
 
     count = int(dataset.cardinality())

@@ -34,7 +34,7 @@ from tfcv._fold import (
     publish_fold,
     state_variables,
 )
-from tfcv._fold_sources import _ArraySource
+from tfcv._fold_sources import _ArraySource, batches_per_pass
 from tfcv._run_dir import FoldCheckpoint, _merge_history
 from tfcv.callbacks import any_needs_batch_hooks, fold_copy, keras_states
 
@@ -433,7 +433,8 @@ def stream_datasets(fold_data, *, mixers, val_batch_size, initial_epoch=0):
     and `fold -> (train_ds, val_ds)` callables)."""
     import tensorflow as tf
 
-    counts = [_batch_count(data.train, i) for i, data in enumerate(fold_data)]
+    # (A training dataset that repeats forever was refused when its fold was read.)
+    counts = [batches_per_pass(data.train, i) for i, data in enumerate(fold_data)]
     steps = max(counts)
     streams = [data.train.repeat() for data in fold_data]
     train = tf.data.Dataset.zip(tuple(streams)).map(
@@ -475,22 +476,6 @@ def _mixed(train, mixers):
         return (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), *rest)
 
     return train.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _batch_count(dataset, i) -> int:
-    import tensorflow as tf
-
-    count = int(dataset.cardinality())
-    if count == int(tf.data.INFINITE_CARDINALITY):
-        raise ValueError(
-            f"The training dataset of fold {i} is infinite (it repeats). The stacked strategy needs "
-            "finite per-fold datasets to size its epochs: remove the `.repeat()`."
-        )
-    if count < 0:  # unknown (after filter, ...): count once
-        count = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
-    if count == 0:
-        raise ValueError(f"The training dataset of fold {i} is empty.")
-    return count
 
 
 # ------------------------------------------------------------- the driver
