@@ -127,10 +127,10 @@ class _StackedFolds(keras.Model):
         the next step on.
 
         Until a fold stops, the train step calls every copy's step
-        unconditionally: K `tf.cond`s around the steps cost more to trace and
-        instantiate than the whole rest of the graph (on the digits, about a
-        second of a 5-fold run). The first fold that stops retraces the train
-        function once with the gates.
+        unconditionally: K `tf.cond`s around the steps cost time to trace and
+        instantiate (on the digits, about half a second of CPU of a 5-fold
+        run). The first fold that stops retraces the train function once with
+        the gates.
         """
         if not self.gated:
             self.gated = True
@@ -428,13 +428,13 @@ def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoc
     return train, steps, val
 
 
-def stream_datasets(fold_data, *, mixers, val_batch_size, initial_epoch=0):
+def stream_datasets(fold_data, folds, *, mixers, val_batch_size, initial_epoch=0):
     """Stacked datasets from per-fold batched `tf.data` pipelines (TFDS plans
     and `fold -> (train_ds, val_ds)` callables)."""
     import tensorflow as tf
 
     # (A training dataset that repeats forever was refused when its fold was read.)
-    counts = [batches_per_pass(data.train, i) for i, data in enumerate(fold_data)]
+    counts = [batches_per_pass(data.train, k) for k, data in zip(folds, fold_data)]
     steps = max(counts)
     streams = [data.train.repeat() for data in fold_data]
     train = tf.data.Dataset.zip(tuple(streams)).map(
@@ -519,7 +519,7 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
         )
     else:
         train, steps, val = stream_datasets(
-            fold_data, mixers=mixers, val_batch_size=val_batch_size, initial_epoch=initial_epoch
+            fold_data, todo, mixers=mixers, val_batch_size=val_batch_size, initial_epoch=initial_epoch
         )
 
     # Create every copy's metric variables now, so the copies share one
