@@ -105,7 +105,7 @@ def _add_run_parser(subparsers) -> None:
 def _load_yaml(path: str) -> dict:
     import yaml
 
-    from tfcv.spec import read_yaml
+    from tfcv._yaml import read_yaml
 
     if not os.path.isfile(path):
         raise CLIError(f"config file {path!r} does not exist")

@@ -1,28 +1,46 @@
-"""The model spec as data: `ModelSpec`, its sections, their validation and
-the YAML reader.
+"""The model spec as data: `ModelSpec` and its sections.
 
 `ModelSpec` describes a functional Keras model as plain data (a mapping, or
 YAML); `tfcv.build_model` turns it into a compiled model. Everything is
 checked when the spec is made, and an invalid spec raises a `SpecError`
 naming the key path (`backbone.blocks[2].pooling`), the value received and
 what is accepted.
+
+This module is the spec's public face: `SpecError` and its kinds (worded in
+`tfcv._spec_checks`, with the checks every section uses) and `read_yaml`
+(`tfcv._yaml`) are importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import os
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
-from tfcv import _checks
 from tfcv._checks import is_int, is_real
+from tfcv._spec_checks import (
+    SpecError,
+    SpecTypeError,
+    SpecValueError,
+    at,
+    check_activation,
+    check_bool,
+    check_choice,
+    check_int,
+    check_int_or_pair,
+    check_keys,
+    check_real,
+    check_section,
+    freeze,
+    invalid,
+    plain,
+)
+from tfcv._yaml import read_yaml
 from tfcv.layers.augmentation import check_augmentations
 from tfcv.layers.mixing import BatchMixer
 
@@ -56,162 +74,6 @@ _SMOOTHING_LOSSES = ("auto", "categorical_crossentropy", "binary_crossentropy")
 # Arguments of a keras.applications function that the spec sets itself.
 _MANAGED_APPLICATION_ARGS = ("include_top", "weights", "input_shape", "input_tensor", "classes",
                              "classifier_activation", "pooling")
-
-
-# ------------------------------------------------------------------ errors
-
-
-class SpecError(Exception):
-    """An invalid model spec: the error names the key and what is wrong.
-
-    Raised (as `SpecValueError` or `SpecTypeError`) by `ModelSpec` and its
-    sections when a spec is made. The message reads ``Invalid value for
-    `backbone.blocks[2].pooling` in the model spec. Received: 'maxx'.
-    Expected one of 'max', 'avg', null.``; the lead word is "Unknown key",
-    "Missing key" or "Misplaced key" when the key itself is the problem.
-    Catch `SpecError` for any spec problem, or `ValueError`/`TypeError` as
-    for any other invalid argument.
-
-    Args:
-        path: `str`. The key's path in the spec, such as
-            `"backbone.blocks[2].pooling"`.
-        detail: `str`. What was received and what is accepted.
-        lead: `str`. The message's first words. Defaults to
-            `"Invalid value for"`.
-
-    Attributes:
-        path: The key's path.
-        detail: What was received and what is accepted.
-        lead: The message's first words.
-
-    Example:
-
-    >>> try:
-    ...     tfcv.ModelSpec.from_dict({"input_shape": [8, 8, 1], "num_classes": 1})
-    ... except tfcv.SpecError as error:
-    ...     print(error.path)
-    num_classes
-    """
-
-    def __init__(self, path: str, detail: str, lead: str = "Invalid value for"):
-        self.path, self.detail, self.lead = path, detail, lead
-        super().__init__(f"{lead} `{path}` in the model spec. {detail}")
-
-    def under(self, prefix: str) -> SpecError:
-        """The same error for the key seen from a parent section `prefix`
-        (`"pooling"` under `"blocks[2]"` becomes `"blocks[2].pooling"`)."""
-        path = prefix + self.path if self.path.startswith("[") else f"{prefix}.{self.path}"
-        return type(self)(path, self.detail, self.lead)
-
-    def __reduce__(self):
-        return type(self), (self.path, self.detail, self.lead)
-
-
-class SpecValueError(SpecError, ValueError):
-    """A spec key with a value of the right type that is not accepted
-    (`num_classes: 1`), or an unknown, missing or misplaced key."""
-
-
-class SpecTypeError(SpecError, TypeError):
-    """A spec key with a value of the wrong type (`filters: many`)."""
-
-
-@contextlib.contextmanager
-def _at(prefix: str) -> Iterator[None]:
-    try:
-        yield
-    except SpecError as error:
-        raise error.under(prefix) from None
-
-
-def _invalid(path, value, expected, error=SpecValueError):
-    return error(path, f"Received: {value!r}. Expected {expected}.")
-
-
-def _expect(path, predicate, value, **kwargs):
-    """Runs a `tfcv._checks.expect_*` predicate, reporting a rejection under
-    the key `path` in YAML words (`null`, `true or false`)."""
-    try:
-        return predicate(value, yaml=True, **kwargs)
-    except _checks.Rejected as rejected:
-        raise _invalid(path, value, rejected.expected, SpecTypeError if rejected.wrong_type else SpecValueError) from None
-
-
-def _int(path, value, *, minimum=None, optional=False):
-    return _expect(path, _checks.expect_int, value, minimum=minimum, optional=optional)
-
-
-def _float(path, value, *, low=None, high=None, high_open=False):
-    return _expect(path, _checks.expect_real, value, low=low, high=high, high_open=high_open)
-
-
-def _bool(path, value):
-    return _expect(path, _checks.expect_bool, value)
-
-
-def _choice(path, value, choices):
-    return _expect(path, _checks.expect_choice, value, choices=choices)
-
-
-def _activation(path, value):
-    if not isinstance(value, str):
-        raise _invalid(path, value, "the name of a Keras activation such as 'relu'", SpecTypeError)
-    try:
-        keras.activations.get(value)
-    except (ValueError, TypeError):
-        raise _invalid(path, value, "the name of a Keras activation such as 'relu', 'gelu' or 'swish'") from None
-    return value
-
-
-def _int_or_pair(path, value, *, minimum=1):
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise _invalid(path, value, "an int or a pair of ints")
-        return tuple(_int(f"{path}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
-    return _int(path, value, minimum=minimum)
-
-
-def _freeze(value):
-    """Lists to tuples, recursively, and a private copy of every dict."""
-    if isinstance(value, Mapping):
-        return {k: _freeze(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _plain(value):
-    """A spec as YAML/JSON-ready builtins: dataclasses to dicts, tuples to lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _section(cls, value, path):
-    """Coerces a mapping into the spec dataclass `cls`, naming unknown keys."""
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, Mapping):
-        raise _invalid(path, value, f"a mapping with keys {_field_names(cls)}", SpecTypeError)
-    _check_keys(cls, value, path)
-    with _at(path):
-        return cls(**value)
-
-
-def _check_keys(cls, mapping, path):
-    names = _field_names(cls)
-    for key in mapping:
-        if key not in names:
-            where = f"{path}.{key}" if path else str(key)
-            raise SpecValueError(where, f"Expected one of {names}.", lead="Unknown key")
-
-
-def _field_names(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
 
 
 def _set(obj, name, value):
@@ -254,27 +116,27 @@ class Preprocessing:
             elif isinstance(value, (list, tuple)) and len(value) == 2 and all(is_real(v) for v in value):
                 _set(self, "rescaling", (float(value[0]), float(value[1])))
             else:
-                raise _invalid("rescaling", value, "a scale such as 0.00392 (1/255), [scale, offset] or null")
+                raise invalid("rescaling", value, "a scale such as 0.00392 (1/255), [scale, offset] or null")
         if self.resizing is not None:
             value = self.resizing
             if not isinstance(value, (list, tuple)) or len(value) != 2:
-                raise _invalid("resizing", value, "[height, width] or null")
-            _set(self, "resizing", tuple(_int(f"resizing[{i}]", v, minimum=1) for i, v in enumerate(value)))
+                raise invalid("resizing", value, "[height, width] or null")
+            _set(self, "resizing", tuple(check_int(f"resizing[{i}]", v, minimum=1) for i, v in enumerate(value)))
         value = self.normalization
         if isinstance(value, Mapping):
             if set(value) != {"mean", "variance"}:
-                raise _invalid("normalization", dict(value), "true, false or {mean: [...], variance: [...]}")
+                raise invalid("normalization", dict(value), "true, false or {mean: [...], variance: [...]}")
             for key in ("mean", "variance"):
                 stats = value[key]
                 if not (is_real(stats) or (isinstance(stats, (list, tuple)) and all(is_real(v) for v in stats))):
-                    raise _invalid(f"normalization.{key}", stats, "a number or a list of numbers (one per channel)")
-            _set(self, "normalization", _freeze({k: value[k] for k in ("mean", "variance")}))
+                    raise invalid(f"normalization.{key}", stats, "a number or a list of numbers (one per channel)")
+            _set(self, "normalization", freeze({k: value[k] for k in ("mean", "variance")}))
         elif not isinstance(value, bool):
-            raise _invalid("normalization", value, "true, false or {mean: [...], variance: [...]}", SpecTypeError)
+            raise invalid("normalization", value, "true, false or {mean: [...], variance: [...]}", SpecTypeError)
         value = self.value_range
         if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(is_real(v) for v in value)
                 and value[0] < value[1]):
-            raise _invalid("value_range", value, "[low, high] with low < high, such as [0, 1] or [0, 255]")
+            raise invalid("value_range", value, "[low, high] with low < high, such as [0, 1] or [0, 255]")
         _set(self, "value_range", (float(value[0]), float(value[1])))
 
 
@@ -309,14 +171,14 @@ class ConvBlock:
     residual: bool = False
 
     def __post_init__(self):
-        _set(self, "filters", _int("filters", self.filters, minimum=1))
-        _set(self, "kernel_size", _int_or_pair("kernel_size", self.kernel_size))
-        _set(self, "strides", _int_or_pair("strides", self.strides))
-        _set(self, "batch_norm", _bool("batch_norm", self.batch_norm))
-        _activation("activation", self.activation)
-        _choice("pooling", self.pooling, _BLOCK_POOLINGS)
-        _set(self, "dropout", _float("dropout", self.dropout, low=0.0, high=1.0, high_open=True))
-        _set(self, "residual", _bool("residual", self.residual))
+        _set(self, "filters", check_int("filters", self.filters, minimum=1))
+        _set(self, "kernel_size", check_int_or_pair("kernel_size", self.kernel_size))
+        _set(self, "strides", check_int_or_pair("strides", self.strides))
+        _set(self, "batch_norm", check_bool("batch_norm", self.batch_norm))
+        check_activation("activation", self.activation)
+        check_choice("pooling", self.pooling, _BLOCK_POOLINGS)
+        _set(self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0, high_open=True))
+        _set(self, "residual", check_bool("residual", self.residual))
 
 
 _DEFAULT_BLOCKS = (ConvBlock(32), ConvBlock(64))
@@ -345,14 +207,14 @@ class FineTune:
     learning_rate_factor: float = 0.1
 
     def __post_init__(self):
-        _set(self, "freeze_epochs", _int("freeze_epochs", self.freeze_epochs, minimum=1))
+        _set(self, "freeze_epochs", check_int("freeze_epochs", self.freeze_epochs, minimum=1))
         if self.unfreeze != "all":
             if not is_int(self.unfreeze):
-                raise _invalid("unfreeze", self.unfreeze, "an int >= 1 (top layers) or 'all'", SpecTypeError)
-            _set(self, "unfreeze", _int("unfreeze", self.unfreeze, minimum=1))
-        _set(self, "learning_rate_factor", _float("learning_rate_factor", self.learning_rate_factor, low=0.0))
+                raise invalid("unfreeze", self.unfreeze, "an int >= 1 (top layers) or 'all'", SpecTypeError)
+            _set(self, "unfreeze", check_int("unfreeze", self.unfreeze, minimum=1))
+        _set(self, "learning_rate_factor", check_real("learning_rate_factor", self.learning_rate_factor, low=0.0))
         if not 0.0 < self.learning_rate_factor <= 1.0:
-            raise _invalid("learning_rate_factor", self.learning_rate_factor, "a float in (0, 1]")
+            raise invalid("learning_rate_factor", self.learning_rate_factor, "a float in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -401,45 +263,45 @@ class Backbone:
         if self.application is None:
             for name, default in (("weights", None), ("fine_tune_layers", None), ("fine_tune", None)):
                 if getattr(self, name) != default:
-                    raise _invalid(name, getattr(self, name), "null: it only applies to an `application` backbone")
+                    raise invalid(name, getattr(self, name), "null: it only applies to an `application` backbone")
             if self.options:
-                raise _invalid("options", self.options, "{}: it only applies to an `application` backbone")
+                raise invalid("options", self.options, "{}: it only applies to an `application` backbone")
             blocks = _DEFAULT_BLOCKS if self.blocks is None else self.blocks
             if isinstance(blocks, (str, bytes, Mapping)) or not isinstance(blocks, Sequence):
-                raise _invalid("blocks", blocks, "a list of conv blocks", SpecTypeError)
+                raise invalid("blocks", blocks, "a list of conv blocks", SpecTypeError)
             checked = []
             for i, block in enumerate(blocks):
                 if is_int(block):
                     block = {"filters": block}
-                checked.append(_section(ConvBlock, block, f"blocks[{i}]"))
+                checked.append(check_section(ConvBlock, block, f"blocks[{i}]"))
             _set(self, "blocks", tuple(checked))
         else:
             if self.blocks is not None:
-                raise _invalid("blocks", self.blocks, "null when `application` is set (one backbone or the other)")
+                raise invalid("blocks", self.blocks, "null when `application` is set (one backbone or the other)")
             names = application_names()
             if self.application not in names:
                 close = [n for n in names if n.lower().startswith(str(self.application).lower()[:6])]
-                raise _invalid("application", self.application,
+                raise invalid("application", self.application,
                                f"a keras.applications model name such as {close or ['MobileNetV3Small', 'EfficientNetB0', 'ResNet50']}")
             if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
-                raise _invalid("weights", self.weights, "null or the path of a local weights file", SpecTypeError)
+                raise invalid("weights", self.weights, "null or the path of a local weights file", SpecTypeError)
             if self.weights is not None:
                 _set(self, "weights", os.fspath(self.weights))
-            _set(self, "fine_tune_layers", _int("fine_tune_layers", self.fine_tune_layers, minimum=0, optional=True))
+            _set(self, "fine_tune_layers", check_int("fine_tune_layers", self.fine_tune_layers, minimum=0, optional=True))
             if self.fine_tune is not None:
                 if self.fine_tune_layers is not None:
-                    raise _invalid("fine_tune_layers", self.fine_tune_layers,
+                    raise invalid("fine_tune_layers", self.fine_tune_layers,
                                    "null with `fine_tune` (set fine_tune.unfreeze instead)")
-                _set(self, "fine_tune", _section(FineTune, self.fine_tune, "fine_tune"))
+                _set(self, "fine_tune", check_section(FineTune, self.fine_tune, "fine_tune"))
             if not isinstance(self.options, Mapping):
-                raise _invalid("options", self.options, "a mapping of keras.applications arguments", SpecTypeError)
+                raise invalid("options", self.options, "a mapping of keras.applications arguments", SpecTypeError)
             accepted = [p for p in inspect.signature(getattr(keras.applications, self.application)).parameters
                         if p not in _MANAGED_APPLICATION_ARGS]
             for key in self.options:
                 if key not in accepted:
                     raise SpecValueError(f"options.{key}", f"keras.applications.{self.application} accepts "
                                           f"{accepted} here.", lead="Unknown key")
-            _set(self, "options", _freeze(self.options))
+            _set(self, "options", freeze(self.options))
 
 
 @dataclass(frozen=True)
@@ -467,10 +329,10 @@ class Text:
     kernel_size: int = 5
 
     def __post_init__(self):
-        _set(self, "max_tokens", _int("max_tokens", self.max_tokens, minimum=3))
+        _set(self, "max_tokens", check_int("max_tokens", self.max_tokens, minimum=3))
         for name in ("sequence_length", "embedding_dim", "kernel_size"):
-            _set(self, name, _int(name, getattr(self, name), minimum=1))
-        _set(self, "filters", _int("filters", self.filters, minimum=0))
+            _set(self, name, check_int(name, getattr(self, name), minimum=1))
+        _set(self, "filters", check_int("filters", self.filters, minimum=0))
 
 
 @dataclass(frozen=True)
@@ -495,12 +357,12 @@ class Head:
     activation: str = "relu"
 
     def __post_init__(self):
-        _choice("pooling", self.pooling, _HEAD_POOLINGS)
+        check_choice("pooling", self.pooling, _HEAD_POOLINGS)
         if isinstance(self.units, (str, bytes, Mapping)) or not isinstance(self.units, Sequence):
-            raise _invalid("units", self.units, "a list of dense layer sizes such as [64]", SpecTypeError)
-        _set(self, "units", tuple(_int(f"units[{i}]", u, minimum=1) for i, u in enumerate(self.units)))
-        _set(self, "dropout", _float("dropout", self.dropout, low=0.0, high=1.0, high_open=True))
-        _activation("activation", self.activation)
+            raise invalid("units", self.units, "a list of dense layer sizes such as [64]", SpecTypeError)
+        _set(self, "units", tuple(check_int(f"units[{i}]", u, minimum=1) for i, u in enumerate(self.units)))
+        _set(self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0, high_open=True))
+        check_activation("activation", self.activation)
 
 
 @dataclass(frozen=True)
@@ -560,24 +422,24 @@ class Training:
             if key not in accepted:
                 raise SpecValueError(f"optimizer.{key}", f"{cls.__name__} accepts {accepted}.",
                                       lead="Unknown key")
-        _set(self, "optimizer", _freeze(optimizer))
-        _set(self, "learning_rate", _float("learning_rate", self.learning_rate, low=0.0))
+        _set(self, "optimizer", freeze(optimizer))
+        _set(self, "learning_rate", check_real("learning_rate", self.learning_rate, low=0.0))
         if self.learning_rate == 0:
-            raise _invalid("learning_rate", self.learning_rate, "a number > 0")
+            raise invalid("learning_rate", self.learning_rate, "a number > 0")
         if self.schedule is not None:
             _set(self, "schedule", _check_schedule(self.schedule))
         if not isinstance(self.loss, str):
-            raise _invalid("loss", self.loss, "'auto' or a Keras loss name", SpecTypeError)
+            raise invalid("loss", self.loss, "'auto' or a Keras loss name", SpecTypeError)
         if self.loss != "auto":
             try:
                 keras.losses.get(self.loss)
             except (ValueError, TypeError):
-                raise _invalid("loss", self.loss, "'auto' or a Keras loss name such as "
+                raise invalid("loss", self.loss, "'auto' or a Keras loss name such as "
                                "'categorical_crossentropy' or 'huber'") from None
         metrics = self.metrics
         if metrics != "auto":
             if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence):
-                raise _invalid("metrics", metrics, "'auto' or a list of Keras metric names", SpecTypeError)
+                raise invalid("metrics", metrics, "'auto' or a list of Keras metric names", SpecTypeError)
             for i, metric in enumerate(metrics):
                 if metric in ("accuracy", "acc"):
                     continue
@@ -586,43 +448,43 @@ class Training:
                         raise TypeError(metric)
                     keras.metrics.get(metric)
                 except (ValueError, TypeError):
-                    raise _invalid(f"metrics[{i}]", metric, "a Keras metric name such as 'accuracy', 'auc' "
+                    raise invalid(f"metrics[{i}]", metric, "a Keras metric name such as 'accuracy', 'auc' "
                                    "or 'mae'") from None
             _set(self, "metrics", tuple(metrics))
-        _set(self, "label_smoothing", _float("label_smoothing", self.label_smoothing, low=0.0, high=1.0,
+        _set(self, "label_smoothing", check_real("label_smoothing", self.label_smoothing, low=0.0, high=1.0,
                                              high_open=True))
         if self.label_smoothing and self.loss not in _SMOOTHING_LOSSES:
-            raise _invalid("label_smoothing", self.label_smoothing,
+            raise invalid("label_smoothing", self.label_smoothing,
                            f"0 with loss {self.loss!r}: only the losses {_SMOOTHING_LOSSES} smooth labels")
 
 
 def _check_schedule(schedule) -> dict:
     if not isinstance(schedule, Mapping):
-        raise _invalid("schedule", schedule, "null or a mapping such as {name: cosine, decay_steps: 1000}",
+        raise invalid("schedule", schedule, "null or a mapping such as {name: cosine, decay_steps: 1000}",
                        SpecTypeError)
     name = schedule.get("name")
-    with _at("schedule"):
-        _choice("name", name, tuple(_SCHEDULES))
+    with at("schedule"):
+        check_choice("name", name, tuple(_SCHEDULES))
     for key in schedule:
         if key != "name" and key not in _SCHEDULES[name]:
             raise SpecValueError(f"schedule.{key}", f"A {name!r} schedule accepts {sorted(_SCHEDULES[name])}.",
                                   lead="Unknown key")
     checked = {"name": name}
-    with _at("schedule"):
+    with at("schedule"):
         if name in ("cosine", "exponential"):
             if "decay_steps" not in schedule:
                 raise SpecValueError("decay_steps", f"A {name!r} schedule needs `decay_steps`.", lead="Missing key")
-            checked["decay_steps"] = _int("decay_steps", schedule["decay_steps"], minimum=1)
+            checked["decay_steps"] = check_int("decay_steps", schedule["decay_steps"], minimum=1)
         if name == "cosine":
-            checked["alpha"] = _float("alpha", schedule.get("alpha", 0.0), low=0.0, high=1.0)
+            checked["alpha"] = check_real("alpha", schedule.get("alpha", 0.0), low=0.0, high=1.0)
         if name == "exponential":
             if "decay_rate" not in schedule:
                 raise SpecValueError("decay_rate", "An 'exponential' schedule needs `decay_rate`.",
                                       lead="Missing key")
-            checked["decay_rate"] = _float("decay_rate", schedule["decay_rate"], low=0.0)
-            checked["staircase"] = _bool("staircase", schedule.get("staircase", False))
+            checked["decay_rate"] = check_real("decay_rate", schedule["decay_rate"], low=0.0)
+            checked["staircase"] = check_bool("staircase", schedule.get("staircase", False))
         if name in ("cosine", "constant"):
-            checked["warmup_steps"] = _int("warmup_steps", schedule.get("warmup_steps", 0), minimum=0)
+            checked["warmup_steps"] = check_int("warmup_steps", schedule.get("warmup_steps", 0), minimum=0)
     return checked
 
 
@@ -641,7 +503,7 @@ def optimizer_class(name) -> type:
         and n != "LossScaleOptimizer"
     }
     if not isinstance(name, str) or name.lower() not in classes:
-        raise _invalid("optimizer", name, f"a Keras optimizer name: one of {sorted(classes)}")
+        raise invalid("optimizer", name, f"a Keras optimizer name: one of {sorted(classes)}")
     return classes[name.lower()]
 
 
@@ -749,56 +611,56 @@ class ModelSpec:
         shape = self.input_shape
         if self.text is not None:
             if not isinstance(shape, (list, tuple)) or len(shape) != 0:
-                raise _invalid("input_shape", shape, "[] with `text` (one sentence per sample)", SpecTypeError)
-            _set(self, "text", _section(Text, self.text, "text"))
+                raise invalid("input_shape", shape, "[] with `text` (one sentence per sample)", SpecTypeError)
+            _set(self, "text", check_section(Text, self.text, "text"))
             for key, section in (("preprocessing", Preprocessing), ("backbone", Backbone)):
-                if _section(section, getattr(self, key), key) != section():
-                    raise _invalid(key, _plain(getattr(self, key)), f"the default with `text`: a text model has no {key}")
+                if check_section(section, getattr(self, key), key) != section():
+                    raise invalid(key, plain(getattr(self, key)), f"the default with `text`: a text model has no {key}")
             if self.augmentation:
-                raise _invalid("augmentation", _plain(self.augmentation), "[] with `text`")
+                raise invalid("augmentation", plain(self.augmentation), "[] with `text`")
         elif not isinstance(shape, (list, tuple)) or len(shape) != 3:
-            raise _invalid("input_shape", shape, "[height, width, channels]", SpecTypeError)
-        _set(self, "input_shape", tuple(_int(f"input_shape[{i}]", d, minimum=1) for i, d in enumerate(shape)))
-        _choice("task", self.task, _TASKS)
+            raise invalid("input_shape", shape, "[height, width, channels]", SpecTypeError)
+        _set(self, "input_shape", tuple(check_int(f"input_shape[{i}]", d, minimum=1) for i, d in enumerate(shape)))
+        check_choice("task", self.task, _TASKS)
         if self.task == "classification":
             if self.num_classes is None:
                 raise SpecValueError("num_classes", "A classification spec needs `num_classes` (an int >= 2).",
                                       lead="Missing key")
-            _set(self, "num_classes", _int("num_classes", self.num_classes, minimum=2))
+            _set(self, "num_classes", check_int("num_classes", self.num_classes, minimum=2))
             if self.num_outputs is not None:
-                raise _invalid("num_outputs", self.num_outputs, "null for classification (set num_classes)")
+                raise invalid("num_outputs", self.num_outputs, "null for classification (set num_classes)")
         else:
             if self.num_classes is not None:
-                raise _invalid("num_classes", self.num_classes, "null for regression (set num_outputs)")
-            _set(self, "num_outputs", _int("num_outputs", 1 if self.num_outputs is None else self.num_outputs,
+                raise invalid("num_classes", self.num_classes, "null for regression (set num_outputs)")
+            _set(self, "num_outputs", check_int("num_outputs", 1 if self.num_outputs is None else self.num_outputs,
                                            minimum=1))
-        _set(self, "preprocessing", _section(Preprocessing, self.preprocessing, "preprocessing"))
+        _set(self, "preprocessing", check_section(Preprocessing, self.preprocessing, "preprocessing"))
         backbone = self.backbone
         if isinstance(backbone, str):
             backbone = {"application": backbone}
         elif isinstance(backbone, (list, tuple)):
             backbone = {"blocks": backbone}
-        _set(self, "backbone", _section(Backbone, backbone, "backbone"))
-        _set(self, "head", _section(Head, self.head, "head"))
-        _set(self, "training", _section(Training, self.training, "training"))
-        _set(self, "augmentation", tuple(_freeze(item) for item in check_augmentations(
+        _set(self, "backbone", check_section(Backbone, backbone, "backbone"))
+        _set(self, "head", check_section(Head, self.head, "head"))
+        _set(self, "training", check_section(Training, self.training, "training"))
+        _set(self, "augmentation", tuple(freeze(item) for item in check_augmentations(
             self.augmentation, path="augmentation", channels=self.input_shape[-1] if self.input_shape else 1,
             allow_batch_mixing=True)))
         for name in _BATCH_MIXING:
             where = [i for i, item in enumerate(self.augmentation) if name in item]
             if len(where) > 1:
-                raise _invalid(f"augmentation[{where[1]}]", dict(self.augmentation[where[1]]),
+                raise invalid(f"augmentation[{where[1]}]", dict(self.augmentation[where[1]]),
                                f"at most one {name!r} item")
             if where and self.task != "classification":
-                raise _invalid(f"augmentation[{where[0]}]", dict(self.augmentation[where[0]]),
+                raise invalid(f"augmentation[{where[0]}]", dict(self.augmentation[where[0]]),
                                f"no {name!r} for regression: it mixes class labels")
         if self.backbone.fine_tune is not None and self.training.schedule is not None:
-            raise _invalid("training.schedule", dict(self.training.schedule),
+            raise invalid("training.schedule", dict(self.training.schedule),
                            "null with backbone.fine_tune, whose phase 2 scales the constant learning rate")
         if self.training.label_smoothing and self.task != "classification":
-            raise _invalid("training.label_smoothing", self.training.label_smoothing, "0 for regression")
+            raise invalid("training.label_smoothing", self.training.label_smoothing, "0 for regression")
         if not isinstance(self.name, str) or not self.name:
-            raise _invalid("name", self.name, "a non-empty string", SpecTypeError)
+            raise invalid("name", self.name, "a non-empty string", SpecTypeError)
 
     # -- conversions -----------------------------------------------------
 
@@ -828,7 +690,7 @@ class ModelSpec:
                 "Expected a mapping (such as the `model:` section of a YAML file) or a ModelSpec."
             )
         d = {**d, **overrides}
-        _check_keys(cls, d, "")
+        check_keys(cls, d, "")
         if "input_shape" not in d:
             raise SpecValueError("input_shape", "Every spec needs `input_shape: [height, width, channels]`.",
                                   lead="Missing key")
@@ -837,7 +699,7 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain dicts, lists and scalars, with every default
         filled in: `ModelSpec.from_dict(spec.to_dict()) == spec`."""
-        return _plain(self)
+        return plain(self)
 
     @classmethod
     def from_yaml(cls, path_or_text: str | os.PathLike, **overrides: Any) -> ModelSpec:
@@ -910,41 +772,5 @@ def _changed(spec, default) -> dict:
             if inner:
                 out[f.name] = inner
         elif value != base:
-            out[f.name] = _plain(value)
+            out[f.name] = plain(value)
     return out
-
-
-def read_yaml(path_or_text: str | os.PathLike) -> Any:
-    """Parses a YAML file or text with a safe loader that also reads `1e-3`
-    as a float."""
-    import yaml
-
-    if isinstance(path_or_text, os.PathLike) or (
-        isinstance(path_or_text, str) and "\n" not in path_or_text and os.path.isfile(path_or_text)
-    ):
-        with open(path_or_text, encoding="utf-8") as f:
-            text = f.read()
-    elif isinstance(path_or_text, str):
-        text = path_or_text
-    else:
-        raise TypeError(
-            f"Invalid value for argument `path_or_text`. Received: {path_or_text!r}. "
-            "Expected the path of a YAML file or YAML text."
-        )
-    return yaml.load(text, Loader=_yaml_loader())
-
-
-def _yaml_loader():
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    # YAML 1.1 (PyYAML) needs a dot in a float: without this resolver
-    # `learning_rate: 1e-3` would be the string "1e-3".
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"),
-    )
-    return Loader
