@@ -42,6 +42,21 @@ def tiny_classifier(input_shape=(8, 8, 1), num_classes=10):
     return model
 
 
+@pytest.fixture(scope="module")
+def raw_digits():
+    """scikit-learn's digits as stored by DigitsBuilder: uint8 in [0, 16]."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images.astype("uint8")[..., np.newaxis], bunch.target.astype("int64")
+
+
+def read_all(ds):
+    """Concatenates a batched dataset of (x, y) into two arrays."""
+    xs, ys = zip(*ds.as_numpy_iterator(), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 @pytest.fixture(scope="session")
 def cv_result(small_digits, tmp_path_factory):
     """A trained 3-fold CVResult of the tiny classifier (run directory kept)."""
