@@ -128,6 +128,60 @@ def test_a_fold_that_stops_keeps_its_weights_while_the_others_train(small_digits
     assert result.scores["accuracy"][1] > 0.5
 
 
+@keras.saving.register_keras_serializable(package="tfcv_tests")
+class InferenceCounter(keras.layers.Layer):
+    """Counts, in a weight, the rows that reach it outside training."""
+
+    def build(self, input_shape):
+        self.rows = self.add_weight(shape=(), initializer="zeros", trainable=False, name="rows")
+
+    def call(self, inputs, training=False):
+        if not training:
+            self.rows.assign_add(keras.ops.cast(keras.ops.shape(inputs)[0], "float32"))
+        return inputs
+
+
+def classifier_counting_inference_rows():
+    inputs = keras.Input((8, 8, 1))
+    h = InferenceCounter(name="counter")(keras.layers.Flatten()(inputs))
+    outputs = keras.layers.Dense(10, activation="softmax", name="head")(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class FavourClassZeroAtTheEnd(keras.callbacks.Callback):
+    """Changes the weights after the last validation pass."""
+
+    def on_train_end(self, logs=None):
+        self.model.get_layer("head").bias.assign([100.0] + [0.0] * 9)
+
+
+@pytest.mark.parametrize("change_at_the_end", [False, True])
+def test_the_last_validation_pass_scores_the_folds_unless_weights_changed_after_it(small_digits, change_at_the_end):
+    x, y = small_digits
+    callbacks = [FavourClassZeroAtTheEnd()] if change_at_the_end else []
+    result = tfcv.CrossValidator(classifier_counting_inference_rows, folds=3, strategy="stacked").fit(
+        x, y, epochs=2, batch_size=32, verbose=0, callbacks=callbacks
+    )
+    for k, (_, val) in enumerate(result.plan.folds):
+        model = result.models[k]
+        # One pass per epoch that validates and predicts; one more only when
+        # a callback changed the weights after the last.
+        passes = float(model.get_layer("counter").rows.numpy()) / len(val)
+        assert passes == (3 if change_at_the_end else 2)
+        # Either way, the scores and the out-of-fold rows are the final weights'.
+        np.testing.assert_allclose(model.predict(x[val], verbose=0), result.oof_predictions[val], atol=1e-6)
+        loss, accuracy = model.evaluate(x[val], y[val], verbose=0)
+        assert result.scores["loss"][k] == pytest.approx(loss, rel=1e-4)
+        assert result.scores["accuracy"][k] == pytest.approx(accuracy)
+    # Without the change the folds learned; with it they answer class 0.
+    if change_at_the_end:
+        assert max(result.scores["accuracy"]) < 0.2
+    else:
+        assert min(result.scores["accuracy"]) > 0.5
+
+
 def test_early_stopping_is_per_fold_and_training_ends_when_every_fold_stopped(small_digits):
     x, y = small_digits
     # No epoch after the first improves val_loss by min_delta, so every fold's

@@ -8,6 +8,13 @@ gated by a per-fold `active` flag so that a stopped fold trains no more. The
 folds' steps are independent ops of one graph, so TensorFlow runs them
 concurrently, and a whole epoch runs as one `steps_per_execution` call.
 
+Validation is one pass that does what `evaluate` and `predict` would do in
+two: every copy's compiled metrics are updated and its predictions kept
+(`_StackedFolds.validate`). The last epoch's pass is therefore also the
+folds' final scores, unless a callback changed a copy's weights after it
+(restoring the best weights, an optimizer's moving average): then the pass
+runs once more.
+
 `_FoldDispatcher` turns the stacked model's logs (`fold<i>:<metric>`) back
 into per-fold logs and drives each fold's callbacks with them, so
 EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
@@ -15,6 +22,7 @@ EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -120,6 +128,8 @@ class _StackedFolds(keras.Model):
             active = tf.Variable([True] * len(self.fold_models), trainable=False, dtype=tf.bool, name="active")
         self.active = active
         self.gated = False
+        # (logs, predictions, weight digests) of the last `validate`.
+        self.last_validation = None
         self.built = True
 
     def gate(self):
@@ -152,9 +162,6 @@ class _StackedFolds(keras.Model):
     def make_train_function(self, force=False):
         return self._make_function_without_rewrites("train_function", super().make_train_function, force)
 
-    def make_test_function(self, force=False):
-        return self._make_function_without_rewrites("test_function", super().make_test_function, force)
-
     def make_predict_function(self, force=False):
         return self._make_function_without_rewrites("predict_function", super().make_predict_function, force)
 
@@ -167,24 +174,70 @@ class _StackedFolds(keras.Model):
     def train_step(self, data):
         return self._each_fold(data, "train_step", gated=self.gated)
 
-    def test_step(self, data):
-        # Validating a stopped fold changes none of its weights (its metrics
-        # are reset before every evaluation), and its logs are not read.
-        return self._each_fold(data, "test_step", gated=False)
-
     def predict_step(self, data):
-        xs, ys = data[0], data[1]
-        return tuple(self._step(i, "predict_step", (xs[i], ys[i])) for i in range(len(self.fold_models)))
+        # Every copy's test step, which updates its compiled metrics, and the
+        # predictions that step made: `validate` reads both after one pass.
+        # Never gated: validating a stopped fold changes none of its weights
+        # (its metrics are reset before every pass).
+        return tuple(
+            self._step(i, "validation_step", tuple(part[i] for part in data))[1]
+            for i in range(len(self.fold_models))
+        )
+
+    def validate(self, dataset, callbacks=None):
+        """One pass over the stacked validation `dataset`: every copy's
+        compiled metrics (as `evaluate` gives them, under `fold<i>:` names)
+        and its predictions, in the dataset's order.
+
+        `callbacks` (a `keras.callbacks.CallbackList`, as `fit` passes to
+        `evaluate`) get the test hooks `evaluate` would call.
+
+        Returns:
+            `(logs, predictions)`, one array of predictions per copy.
+        """
+        self.reset_metrics()
+        hooks = [] if callbacks is None else [_TestHooks(callbacks, self)]
+        if callbacks is not None:
+            callbacks.on_test_begin()
+        predictions = [np.asarray(p) for p in self.predict(dataset, verbose=0, callbacks=hooks)]
+        logs = self.metric_results()
+        if callbacks is not None:
+            callbacks.on_test_end(logs)
+        self.last_validation = (logs, predictions, [_fingerprint(model) for model in self.fold_models])
+        return logs, predictions
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False, **kwargs):
+        # `fit` validates through `evaluate`; the stacked model validates
+        # through `validate`, which keeps the predictions as well.
+        logs, _ = self.validate(x, callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else None)
+        return logs if return_dict else list(logs.values())
+
+    def final_validation(self, dataset):
+        """`validate(dataset)`'s logs and predictions with the copies' final
+        weights: the last validation pass's, when no weight changed since."""
+        last = self.last_validation
+        if last is not None and last[2] == [_fingerprint(model) for model in self.fold_models]:
+            return last[0], last[1]
+        return self.validate(dataset)
+
+    def metric_results(self) -> dict:
+        """Every copy's compiled metrics now, under `fold<i>:` names."""
+        return {
+            _PREFIX.format(i) + name: float(value)
+            for i, model in enumerate(self.fold_models)
+            for name, value in model.get_metrics_result().items()
+        }
 
     def _step(self, i, step, batch):
-        """Copy `i`'s `step` (`train_step`, `test_step` or `predict_step`) on
-        its batch, `(x, y)` or `(x, y, sample_weight)`: through the shared
+        """Copy `i`'s `step` (`train_step` or `validation_step`)
+        on its batch, `(x, y)` or `(x, y, sample_weight)`: through the shared
         traced step when there is one."""
         import tensorflow as tf
 
         shared = self._shared_step(step, batch)
         if shared is None:
-            return getattr(self.fold_models[i], step)(batch)
+            return _STEPS[step](self.fold_models[i], batch)
         function, order = shared
         captures = _captures(self.fold_models[i])
         flat = tf.nest.flatten(batch, expand_composites=True)
@@ -229,7 +282,7 @@ class _StackedFolds(keras.Model):
             def spec(t):
                 return tf.TensorSpec([None] + list(t.shape[1:]), t.dtype)
 
-            function = tf.function(lambda *parts: getattr(first, step)(parts), autograph=False, reduce_retracing=True)
+            function = tf.function(lambda *parts: _STEPS[step](first, parts), autograph=False, reduce_retracing=True)
             concrete = function.get_concrete_function(*tf.nest.map_structure(spec, batch))
             positions = {id(c): p for p, c in enumerate(_captures(first))}
             order = [positions.get(id(c)) for c in concrete.captured_inputs]
@@ -237,6 +290,59 @@ class _StackedFolds(keras.Model):
                 shared = (concrete, order)
         cache[step] = shared
         return shared
+
+
+def validation_step(model: keras.Model, batch):
+    """`model.test_step(batch)` and the predictions it made: `(logs, y_pred)`.
+
+    Keras' `test_step` hands its predictions to `compute_metrics`; reading
+    them there keeps a model's own `test_step`, `compute_loss` and metrics
+    as they are. A `test_step` that never calls `compute_metrics` gets its
+    predictions from `predict_step`, a second forward pass.
+    """
+    seen = []
+    compute_metrics = model.compute_metrics
+
+    def keep_predictions(x, y, y_pred, sample_weight=None):
+        seen.append(y_pred)
+        return compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    model.compute_metrics = keep_predictions
+    try:
+        logs = model.test_step(batch)
+    finally:
+        del model.compute_metrics
+    return logs, seen[-1] if seen else model.predict_step(batch)
+
+
+_STEPS = {
+    "train_step": lambda model, batch: model.train_step(batch),
+    "validation_step": validation_step,
+}
+
+
+class _TestHooks(keras.callbacks.Callback):
+    """`predict`'s batch hooks, passed on as `evaluate`'s test batch hooks
+    (with the metrics so far, as `evaluate` gives them)."""
+
+    def __init__(self, callbacks, stacked):
+        super().__init__()
+        self.callbacks = callbacks
+        self.stacked = stacked
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self.callbacks.on_test_batch_begin(batch)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.callbacks.on_test_batch_end(batch, self.stacked.metric_results())
+
+
+def _fingerprint(model) -> bytes:
+    """A digest of every weight of `model`: equal digests, equal weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).view(np.uint8))
+    return digest.digest()
 
 
 def _captures(model) -> list:
@@ -541,15 +647,14 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
                 shuffle=False, verbose=0, initial_epoch=initial_epoch)
     seconds = time.monotonic() - start
 
-    # Score every fold, including those that stopped early.
-    stacked.active.assign([True] * len(todo))
-    compiled = stacked.evaluate(val, verbose=0, return_dict=True)
-    predictions = stacked.predict(val, verbose=0)
+    # Score every fold, including those that stopped early (a stopped fold's
+    # validation was never gated).
+    compiled, predictions = stacked.final_validation(val)
     predict_seconds = (time.monotonic() - start - seconds) / len(todo)
     outcomes = {}
     for i, (k, data) in enumerate(zip(todo, fold_data)):
         outcome = finish_fold(
-            k, seeds[k], models[i], data, settings, fold_logs(compiled, i), np.asarray(predictions[i]),
+            k, seeds[k], models[i], data, settings, fold_logs(compiled, i), predictions[i],
             history=_merge_history(previous[i], dispatcher.histories[i]),
             info={"seconds": seconds, "initial_epoch": initial_epoch, "strategy": "stacked", "stacked_folds": list(todo),
                   "predict_seconds": predict_seconds},
