@@ -28,7 +28,7 @@ def data_fingerprint(x: Any, y: Any = None) -> dict:
     x = np.ascontiguousarray(x)
     digest = hashlib.sha256()
     digest.update(str((x.shape, x.dtype.str)).encode())
-    digest.update(x.tobytes())
+    digest.update(_raw_bytes(x))
     fingerprint = {
         "n_samples": int(x.shape[0]) if x.ndim else 0,
         "x_shape": list(x.shape),
@@ -37,10 +37,18 @@ def data_fingerprint(x: Any, y: Any = None) -> dict:
     if y is not None:
         y = np.ascontiguousarray(y)
         digest.update(str((y.shape, y.dtype.str)).encode())
-        digest.update(y.tobytes())
+        digest.update(_raw_bytes(y))
         fingerprint["y_shape"] = list(y.shape)
     fingerprint["digest"] = digest.hexdigest()
     return fingerprint
+
+
+def _raw_bytes(array: np.ndarray):
+    """The bytes of a contiguous array, without a copy where numpy allows."""
+    try:
+        return memoryview(array).cast("B")
+    except (TypeError, ValueError):  # object arrays and dtypes the buffer protocol lacks
+        return array.tobytes()
 
 
 class FoldPlan:
@@ -116,7 +124,8 @@ class FoldPlan:
         return train.astype("int64"), val.astype("int64")
 
     @classmethod
-    def from_splitter(cls, splitter: Any, x: Any, y: Any = None, groups: Any = None) -> FoldPlan:
+    def from_splitter(cls, splitter: Any, x: Any, y: Any = None, groups: Any = None, *,
+                      fingerprint: dict | None = None) -> FoldPlan:
         """Makes a plan from any scikit-learn-compatible splitter.
 
         Args:
@@ -127,6 +136,8 @@ class FoldPlan:
                 unless the splitter itself looks at it).
             y: Optional labels (needed by stratified splitters).
             groups: Optional group labels (needed by group splitters).
+            fingerprint: The data's `data_fingerprint`, when already known
+                (by default `data_fingerprint(x, y)`).
 
         Returns:
             A `FoldPlan` with the data's fingerprint.
@@ -151,7 +162,8 @@ class FoldPlan:
             _check_class_counts(y, per_repeat)
         groups_arr = None if groups is None else np.asarray(groups)
         folds = list(splitter.split(x, y, groups_arr))
-        return cls(folds, fingerprint=data_fingerprint(x, y), splitter=repr(splitter))
+        return cls(folds, fingerprint=data_fingerprint(x, y) if fingerprint is None else fingerprint,
+                   splitter=repr(splitter))
 
     # -- data checks -------------------------------------------------------
 
@@ -262,9 +274,8 @@ def check_folds(folds: Any, x: Any, y: Any = None, groups: Any = None, *, seed: 
             labels = class_labels(y)
             _check_class_counts(labels, folds)
             splitter = StratifiedKFold(int(folds), shuffle=True, random_state=seed)
-            plan = FoldPlan.from_splitter(splitter, x, labels, groups)
-            plan.fingerprint = data_fingerprint(x, y)
-            return plan
+            # The plan is checked against the data as given, not its class indices.
+            return FoldPlan.from_splitter(splitter, x, labels, groups, fingerprint=data_fingerprint(x, y))
         return FoldPlan.from_splitter(KFold(int(folds), shuffle=True, random_state=seed), x, y, groups)
     if _is_splitter(folds):
         return FoldPlan.from_splitter(folds, x, y, groups)
