@@ -21,6 +21,24 @@ def test_normalization_is_adapted_on_what_reaches_it():
     np.testing.assert_allclose(np.asarray(norm.mean).reshape(-1), (x / 255.0).mean(0), rtol=1e-5)
 
 
+def test_a_function_as_input_is_called_only_when_a_layer_needs_adapting():
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 4)).astype("float32")
+    calls = []
+
+    def training_inputs():
+        calls.append(1)
+        return x
+
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    assert adapt_preprocessing(plain, training_inputs) == [] and calls == []
+
+    norm = keras.layers.Normalization(name="norm")
+    normalized = keras.Model(inputs, keras.layers.Dense(2)(norm(inputs)))
+    assert adapt_preprocessing(normalized, training_inputs) == ["norm"] and calls == [1]
+    np.testing.assert_allclose(np.ravel(norm.mean), x.mean(axis=0), rtol=1e-5)
+
+
 @pytest.mark.parametrize("strategy", ["sequential", "stacked"])
 def test_normalization_statistics_come_from_each_folds_training_split(small_digits, strategy):
     x, y = small_digits

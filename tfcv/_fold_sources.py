@@ -53,7 +53,9 @@ class _FoldData:
     it repeats forever, reshuffled every pass, and `steps` is the number of
     batches in one epoch; for streamed folds it is the user's (or TFDS')
     finite dataset and `steps` is `None` until `repeated` counts it.
-    `validation` is a batched dataset of `(x, y)`.
+    `validation` is a batched dataset of `(x, y)`. `adapt_input` is what
+    `tfcv.preprocessing.adapt_preprocessing` reads: the training inputs, or
+    a function that returns them.
     """
 
     def __init__(self, *, train, steps, validation, adapt_input, n_train, n_val, val_labels, val_weights=None,
@@ -242,7 +244,8 @@ class _ArraySource:
         rows = tf.data.Dataset.from_tensor_slices(np.asarray(train_idx)).batch(max(self.batch_size, 256))
         return _FoldData(
             train=train, steps=max(1, -(-len(train_idx) // self.batch_size)), validation=validation,
-            adapt_input=self.x[train_idx], n_train=len(train_idx), n_val=len(val_idx), val_labels=self.y[val_idx],
+            adapt_input=lambda: self.x[train_idx], n_train=len(train_idx), n_val=len(val_idx),
+            val_labels=self.y[val_idx],
             val_weights=None if val_w is None else val_w[val_idx],
             train_rows=(
                 rows.map(lambda i: self.gather(i)[0]).prefetch(tf.data.AUTOTUNE), self.y[train_idx],
@@ -275,7 +278,7 @@ class _FileSource(_ArraySource):
 
         data = super().fold(k, seed, pipelines=pipelines)
         paths = tf.data.Dataset.from_tensor_slices(self.x[self.plan.folds[k][0]]).batch(64)
-        data.adapt_input = paths.map(self.files.decode_files)
+        data.adapt_input = lambda: paths.map(self.files.decode_files)
         return data
 
 

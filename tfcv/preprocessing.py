@@ -64,7 +64,9 @@ def adapt_preprocessing(model: keras.Model, x: Any, *, batch_size: int = 256) ->
     Args:
         model: A functional or Sequential `keras.Model`.
         x: The fold's training inputs: an array, or a `tf.data.Dataset` of
-            input batches (streamed folds).
+            input batches (streamed folds); or a function of no arguments
+            that returns them, called only if a layer needs adapting (so
+            that a model without such layers never copies the split).
         batch_size: `int`. Batch size for computing what reaches a layer
             and for `adapt`. Defaults to `256`.
 
@@ -84,6 +86,10 @@ def adapt_preprocessing(model: keras.Model, x: Any, *, batch_size: int = 256) ->
     """
     _refuse_unknown_adaptable(model)
     adapted: list[str] = []
+    if not _contains_adaptable(model):
+        return adapted
+    if callable(x) and not hasattr(x, "element_spec"):
+        x = x()
     _adapt_recursive(model, x if hasattr(x, "element_spec") else np.asarray(x), batch_size, adapted)
     return adapted
 
