@@ -78,6 +78,10 @@ def test_bad_config_key_is_a_clear_error(tmp_path):
     proc = run_tfcv("run", str(config))
     assert proc.returncode == 2
     assert "unknown keys" in proc.stderr and "'epoch'" in proc.stderr and "epochs" in proc.stderr
+    config.write_text("folds: [3\nepochs: 2\n")
+    proc = run_tfcv("run", str(config))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "bad.yaml" in proc.stderr and "line 2" in proc.stderr
 
 
 def test_bad_flag_value_is_a_clear_error(tmp_path):

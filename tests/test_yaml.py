@@ -13,3 +13,18 @@ def test_read_yaml_reads_files_and_text_and_refuses_other_types(tmp_path):
     assert read_yaml(path) == read_yaml(str(path)) == read_yaml("a: 1e-3\n") == {"a": 0.001}
     with pytest.raises(TypeError, match="path_or_text"):
         read_yaml(3)
+
+
+def test_a_missing_yaml_file_and_broken_yaml_get_errors_that_name_them(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    for given in (missing, str(missing), "spec.yml"):
+        with pytest.raises(FileNotFoundError, match=r"No YAML file at .*(missing\.yaml|spec\.yml)"):
+            read_yaml(given)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1, 2\nb: 3\n")
+    with pytest.raises(ValueError, match=r"(?s)YAML file .*broken\.yaml.*line 2"):
+        read_yaml(broken)
+    with pytest.raises(ValueError, match="YAML text"):
+        read_yaml("a: {")
+    # A one-word string that is no path stays YAML text.
+    assert read_yaml("digits") == "digits"

@@ -7,6 +7,7 @@ written without a dot, such as `1e-3`, as numbers.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 from typing import Any
 
@@ -17,20 +18,42 @@ __all__ = ["read_yaml"]
 
 def read_yaml(path_or_text: str | os.PathLike) -> Any:
     """Parses a YAML file or text with a safe loader that also reads `1e-3`
-    as a float."""
-    if isinstance(path_or_text, os.PathLike) or (
-        isinstance(path_or_text, str) and "\n" not in path_or_text and os.path.isfile(path_or_text)
+    as a float.
+
+    A one-line string is a path when it names a file, or when it ends in
+    `.yaml` or `.yml` (then a missing file is an error, not one-word YAML).
+
+    Raises:
+        FileNotFoundError: If the path names no file.
+        ValueError: If the text is not YAML, with the line it stopped at.
+    """
+    if isinstance(path_or_text, str) and "\n" not in path_or_text and (
+        os.path.isfile(path_or_text) or path_or_text.strip().lower().endswith((".yaml", ".yml"))
     ):
-        with open(path_or_text, encoding="utf-8") as f:
-            text = f.read()
+        path_or_text = pathlib.Path(path_or_text)
+    if isinstance(path_or_text, os.PathLike):
+        where = f"YAML file {os.fspath(path_or_text)!r}"
+        try:
+            with open(path_or_text, encoding="utf-8") as f:
+                # Read as text, so that PyYAML's messages name the line, not the stream.
+                text = f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise FileNotFoundError(
+                f"No YAML file at {os.fspath(path_or_text)!r}. Expected the path of an existing file, "
+                "or the YAML text itself."
+            ) from None
     elif isinstance(path_or_text, str):
-        text = path_or_text
+        text, where = path_or_text, "YAML text"
     else:
         raise TypeError(
             f"Invalid value for argument `path_or_text`. Received: {path_or_text!r}. "
             "Expected the path of a YAML file or YAML text."
         )
-    return yaml.load(text, Loader=_loader())
+    try:
+        return yaml.load(text, Loader=_loader())
+    except yaml.YAMLError as error:
+        message = str(error).replace('in "<unicode string>", ', "")
+        raise ValueError(f"Could not read the {where}: {message}") from None
 
 
 def _loader():

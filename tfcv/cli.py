@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 import time
 import warnings
@@ -103,17 +104,15 @@ def _add_run_parser(subparsers) -> None:
 
 
 def _load_yaml(path: str) -> dict:
-    import yaml
-
     from tfcv._yaml import read_yaml
 
     if not os.path.isfile(path):
         raise CLIError(f"config file {path!r} does not exist")
     try:
         # A safe loader that also reads `1e-3` as a float (PyYAML alone reads a string).
-        loaded = read_yaml(path)
-    except yaml.YAMLError as error:
-        raise CLIError(f"config file {path!r} is not valid YAML: {error}") from error
+        loaded = read_yaml(pathlib.Path(path))
+    except ValueError as error:
+        raise CLIError(str(error)) from error
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
