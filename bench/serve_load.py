@@ -12,7 +12,11 @@ concurrent clients for `--duration` seconds each against:
   channel shared by the clients.
 
 Clients and server share the machine's CPUs, so the numbers are a lower
-bound of what the server does with its own cores.
+bound of what the server does with its own cores. The CPU time the server
+process spends per request (`CPU ms/req`, from `/proc/<pid>/stat`, Linux
+only) is printed too, far less noisy than latency on a shared machine, with
+the CPU of the clients (`client CPU`: this process; in the in-process mode
+both columns are this process, the model call included).
 
 Usage:
 
@@ -63,6 +67,7 @@ def run_clients(clients: int, duration: float, call) -> dict:
     """Runs `call()` in `clients` threads for `duration` seconds; latency stats in ms."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
+    first_error: list[str] = []
     start_gate = threading.Barrier(clients + 1)
     deadline = [0.0]
 
@@ -72,8 +77,9 @@ def run_clients(clients: int, duration: float, call) -> dict:
             t0 = time.perf_counter()
             try:
                 call()
-            except Exception:  # noqa: BLE001 - counted, the load goes on
+            except Exception as error:  # noqa: BLE001 - counted, the load goes on
                 errors[k] += 1
+                first_error[:] = first_error or [f"{type(error).__name__}: {error}"[:300]]
                 continue
             latencies[k].append((time.perf_counter() - t0) * 1e3)
 
@@ -93,7 +99,21 @@ def run_clients(clients: int, duration: float, call) -> dict:
         "requests_per_s": values.size / elapsed,
         "p50_ms": float(np.percentile(values, 50)) if values.size else float("nan"),
         "p99_ms": float(np.percentile(values, 99)) if values.size else float("nan"),
+        "first_error": first_error[0] if first_error else None,
     }
+
+
+def process_cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of process `pid` (`None`: this process)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    # utime and stime are fields 14 and 15 of proc(5); [1:] starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(args, base: str, rest_port: int, grpc_port: int, log) -> subprocess.Popen:
@@ -179,7 +199,15 @@ def main(argv=None) -> int:
                     "grpc": lambda: stub.Predict(request, timeout=30),
                 }
                 print(f"server pid {server.pid}", flush=True)
-                results = {mode: run_clients(args.clients, args.duration, calls[mode]) for mode in modes}
+                results = {}
+                for mode in modes:
+                    pid = None if mode == "in-process" else server.pid
+                    cpu, own = process_cpu_seconds(pid), process_cpu_seconds()
+                    results[mode] = run_clients(args.clients, args.duration, calls[mode])
+                    cpu, own = process_cpu_seconds(pid) - cpu, process_cpu_seconds() - own
+                    count = max(results[mode]["requests"], 1)
+                    results[mode]["cpu_ms_per_request"] = cpu * 1e3 / count
+                    results[mode]["client_cpu_ms_per_request"] = own * 1e3 / count
                 channel.close()
             finally:
                 server.terminate()
@@ -187,10 +215,15 @@ def main(argv=None) -> int:
 
     print(f"{args.clients} clients x {args.duration:g} s, batch size {args.batch_size}, "
           f"server batching {args.enable_batching}, {os.cpu_count()} CPUs shared by clients and server")
-    print(f"{'mode':<11} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>7}")
+    print(f"{'mode':<11} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>7} "
+          f"{'CPU ms/req':>10} {'client CPU':>10}")
     for mode, r in results.items():
         print(f"{mode:<11} {r['requests_per_s']:>11.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['requests']:>9d} {r['errors']:>7d}")
+              f"{r['requests']:>9d} {r['errors']:>7d} {r['cpu_ms_per_request']:>10.3f} "
+              f"{r['client_cpu_ms_per_request']:>10.3f}")
+    for mode, r in results.items():
+        if r["first_error"]:
+            print(f"{mode}: first error: {r['first_error']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": vars(args), "results": results}, f, indent=2)
