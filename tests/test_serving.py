@@ -14,6 +14,7 @@ import asyncio
 import base64
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
@@ -54,7 +55,7 @@ from tfcv.serving import (
 )
 from tfcv.serving.rest import decode_predict_request
 from tfcv.serving.servable import Signature
-from tfcv.serving.server import _bind_socket
+from tfcv.serving.server import _bind_socket, _http_parser
 
 pytestmark = pytest.mark.slow
 
@@ -915,3 +916,14 @@ def test_rest_timeout_answers_504_without_waiting_for_the_model(tmp_path, batchi
     finally:
         release.set()
         registry.stop()
+
+
+def test_rest_parses_http_with_httptools_and_says_so_when_it_is_missing(monkeypatch, caplog):
+    assert _http_parser() == "httptools"
+    # None in sys.modules makes `import httptools` raise ImportError.
+    monkeypatch.setitem(sys.modules, "httptools", None)
+    # `tfcv serve` stops the logger's propagation; caplog listens on the root.
+    monkeypatch.setattr(logging.getLogger("tfcv.serving"), "propagate", True)
+    with caplog.at_level("WARNING", logger="tfcv.serving"):
+        assert _http_parser() == "h11"
+    assert "httptools is not installed" in caplog.text

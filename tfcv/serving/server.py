@@ -290,13 +290,25 @@ def _start_rest(registry, sock: socket.socket, options: ServerOptions, metrics=N
     )
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-        timeout_keep_alive=30, timeout_graceful_shutdown=5,
+        timeout_keep_alive=30, timeout_graceful_shutdown=5, http=_http_parser(),
     )
     server = uvicorn.Server(config)
     # Off the main thread uvicorn leaves the signal handlers to us.
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="tfcv-rest", daemon=True)
     thread.start()
     return server, thread
+
+
+def _http_parser() -> str:
+    # httptools (C) parses a request in a fraction of h11's (pure Python)
+    # time: about 0.1 ms less server CPU per :predict, measured with
+    # bench/serve_load.py. It is a dependency; without it REST still works.
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        logger.warning("httptools is not installed; the REST API parses HTTP with h11, which is slower.")
+        return "h11"
+    return "httptools"
 
 
 def _bind_socket(host: str, port: int) -> socket.socket:
