@@ -157,19 +157,23 @@ class FavourClassZeroAtTheEnd(keras.callbacks.Callback):
         self.model.get_layer("head").bias.assign([100.0] + [0.0] * 9)
 
 
+@pytest.mark.parametrize("strategy", ["stacked", "sequential"])
 @pytest.mark.parametrize("change_at_the_end", [False, True])
-def test_the_last_validation_pass_scores_the_folds_unless_weights_changed_after_it(small_digits, change_at_the_end):
+def test_the_last_validation_pass_scores_the_folds_unless_weights_changed_after_it(
+    small_digits, strategy, change_at_the_end
+):
     x, y = small_digits
     callbacks = [FavourClassZeroAtTheEnd()] if change_at_the_end else []
-    result = tfcv.CrossValidator(classifier_counting_inference_rows, folds=3, strategy="stacked").fit(
+    result = tfcv.CrossValidator(classifier_counting_inference_rows, folds=3, strategy=strategy).fit(
         x, y, epochs=2, batch_size=32, verbose=0, callbacks=callbacks
     )
     for k, (_, val) in enumerate(result.plan.folds):
         model = result.models[k]
-        # One pass per epoch that validates and predicts; one more only when
-        # a callback changed the weights after the last.
+        # Stacked: one pass per epoch that validates and predicts. Sequential:
+        # Keras' validation per epoch, then one predict. One more pass only
+        # when a callback changed the weights after the last validation.
         passes = float(model.get_layer("counter").rows.numpy()) / len(val)
-        assert passes == (3 if change_at_the_end else 2)
+        assert passes == (2 if strategy == "stacked" else 3) + change_at_the_end
         # Either way, the scores and the out-of-fold rows are the final weights'.
         np.testing.assert_allclose(model.predict(x[val], verbose=0), result.oof_predictions[val], atol=1e-6)
         loss, accuracy = model.evaluate(x[val], y[val], verbose=0)

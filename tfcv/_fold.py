@@ -12,6 +12,7 @@ predicts its validation split.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -169,18 +170,22 @@ def fit_and_score(
     # callbacks get their state back and end as they would have
     # (EarlyStopping's restore_best_weights).
     stopped = checkpoint is not None and checkpoint.stopped
+    last_validation = LastValidation()
     new_logs = model.fit(
         train,
         validation_data=data.validation,
         epochs=initial_epoch if stopped else settings.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=data.steps,
-        callbacks=keras_callbacks,
+        # First, so that it sees the weights the validation saw.
+        callbacks=[last_validation] + keras_callbacks,
         verbose=0,
         shuffle=False,  # the pipeline shuffles
     ).history
     seconds = time.monotonic() - start
-    compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
+    compiled = last_validation.logs_if_unchanged(model)
+    if compiled is None:
+        compiled = model.evaluate(data.validation, verbose=0, return_dict=True)
     predictions = np.asarray(model.predict(data.validation, verbose=0))
     outcome = finish_fold(
         k, seed, model, data, settings, compiled, predictions,
@@ -190,6 +195,38 @@ def fit_and_score(
     if reuse is not None:
         reuse.trained(outcome)
     return outcome
+
+
+class LastValidation(keras.callbacks.Callback):
+    """Keeps the last epoch's validation logs and a digest of the weights
+    they were computed with: when no callback changed the weights after it
+    (restoring the best weights, an optimizer's moving average), the last
+    validation pass is the fold's final score, and `evaluate` need not run
+    it again."""
+
+    def __init__(self):
+        super().__init__()
+        self.logs = None
+        self.digest = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs = {name[len("val_"):]: value for name, value in (logs or {}).items() if name.startswith("val_")}
+        self.digest = weights_digest(self.model)
+
+    def logs_if_unchanged(self, model: keras.Model) -> dict | None:
+        """The last validation's logs if `model`'s weights are those it saw,
+        else `None`."""
+        if not self.logs or self.digest != weights_digest(model):
+            return None
+        return dict(self.logs)
+
+
+def weights_digest(model: keras.Model) -> bytes:
+    """A digest of every weight of `model`: equal digests, equal weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).view(np.uint8))
+    return digest.digest()
 
 
 def refit_epochs(histories, epochs: int, callbacks) -> int:

@@ -22,7 +22,6 @@ EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -41,6 +40,7 @@ from tfcv._fold import (
     prepare_fold,
     publish_fold,
     state_variables,
+    weights_digest,
 )
 from tfcv._fold_sources import _ArraySource, batches_per_pass
 from tfcv._run_dir import FoldCheckpoint, _merge_history
@@ -203,7 +203,7 @@ class _StackedFolds(keras.Model):
         logs = self.metric_results()
         if callbacks is not None:
             callbacks.on_test_end(logs)
-        self.last_validation = (logs, predictions, [_fingerprint(model) for model in self.fold_models])
+        self.last_validation = (logs, predictions, [weights_digest(model) for model in self.fold_models])
         return logs, predictions
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
@@ -217,7 +217,7 @@ class _StackedFolds(keras.Model):
         """`validate(dataset)`'s logs and predictions with the copies' final
         weights: the last validation pass's, when no weight changed since."""
         last = self.last_validation
-        if last is not None and last[2] == [_fingerprint(model) for model in self.fold_models]:
+        if last is not None and last[2] == [weights_digest(model) for model in self.fold_models]:
             return last[0], last[1]
         return self.validate(dataset)
 
@@ -335,14 +335,6 @@ class _TestHooks(keras.callbacks.Callback):
 
     def on_predict_batch_end(self, batch, logs=None):
         self.callbacks.on_test_batch_end(batch, self.stacked.metric_results())
-
-
-def _fingerprint(model) -> bytes:
-    """A digest of every weight of `model`: equal digests, equal weights."""
-    digest = hashlib.blake2b(digest_size=16)
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).view(np.uint8))
-    return digest.digest()
 
 
 def _captures(model) -> list:
