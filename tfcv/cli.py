@@ -284,14 +284,21 @@ def _export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_parser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that reads one bundle version: its VERSION_DIR argument comes first."""
+    p = subparsers.add_parser(name, **kwargs)
+    p.add_argument("version_dir", metavar="VERSION_DIR", help="a version directory, e.g. serving/models/digits/1")
+    return p
+
+
 def _add_inspect_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = _bundle_parser(
+        subparsers,
         "inspect",
         help="print a bundle's signatures and metadata",
         description="Prints the signatures (names, inputs, outputs, dtypes, shapes) and the tfcv metadata "
         "of a TF Serving version directory written by `tfcv export`.",
     )
-    p.add_argument("version_dir", metavar="VERSION_DIR", help="a version directory, e.g. serving/models/digits/1")
     p.set_defaults(handler=_inspect_command)
 
 
@@ -303,14 +310,14 @@ def _inspect_command(args: argparse.Namespace) -> int:
 
 
 def _add_verify_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = _bundle_parser(
+        subparsers,
         "verify",
         help="check a bundle as TF Serving would load it",
         description="Loads a TF Serving version directory written by `tfcv export`, checks every "
         "signature against its tfcv.json metadata and replays the warmup records through it. "
         "Prints OK and exits 0, or prints the defect and exits 1.",
     )
-    p.add_argument("version_dir", metavar="VERSION_DIR", help="a version directory, e.g. serving/models/digits/1")
     p.add_argument("--json", action="store_true",
                    help='print one JSON line: {"ok": true, "signatures": [...], "replayed": n} or {"ok": false, "error": "..."}')
     p.set_defaults(handler=_verify_command)
@@ -337,7 +344,8 @@ def _verify_command(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = _bundle_parser(
+        subparsers,
         "evaluate",
         help="measure a bundle's uncertainty on held-out and shifted data",
         description="Calls the served signatures of a version directory (a single fold model, the fold "
@@ -346,7 +354,6 @@ def _add_evaluate_parser(subparsers) -> None:
         "mean entropy and, with predict_set, coverage and set size. The held-out data is the test set a "
         "`tfcv run --test-size` kept in its run directory (--run-dir), or --data.",
     )
-    p.add_argument("version_dir", metavar="VERSION_DIR", help="a version directory, e.g. serving/models/digits/1")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--run-dir", dest="run_dir", help="the run directory of a `tfcv run --test-size`: "
                         "evaluate on the test set it held out")
