@@ -224,7 +224,7 @@ class _StackedFolds(keras.Model):
     def metric_results(self) -> dict:
         """Every copy's compiled metrics now, under `fold<i>:` names."""
         return {
-            _PREFIX.format(i) + name: float(value)
+            _PREFIX.format(i) + name: value
             for i, model in enumerate(self.fold_models)
             for name, value in model.get_metrics_result().items()
         }
