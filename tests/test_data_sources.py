@@ -245,7 +245,7 @@ def test_tfds_without_supervised_keys_reads_image_key_and_label_key(tmp_path, ca
 
 def test_tfcv_run_data_errors_are_one_line(tmp_path, capsys):
     for args, expected in [
-        (["--data", str(tmp_path / "missing")], "does not exist"),
+        (["--data", str(tmp_path / "missing")], "does not exist. Expected an image folder"),
         (["--data", "tfds:no_such_dataset_xyz"], "Unknown TFDS dataset 'no_such_dataset_xyz'"),
         (["--image-size", "8", "8"], "--image-size need --data"),
         (["--image-key", "picture", "--label-key", "digit"], "--image-key, --label-key need --data"),

@@ -347,6 +347,11 @@ def parse_data(value: str | Mapping[str, Any], **options: Any) -> dict:
             config = {"npz": value}
         elif value.lower().endswith(".csv"):
             config = {"csv": value}
+        elif not os.path.exists(value):
+            raise FileNotFoundError(
+                f"Data path {value!r} does not exist. Expected an image folder (one subfolder per class), "
+                "a .npz or .csv file, or 'tfds:NAME[:SPLIT]'."
+            )
         else:
             config = {"directory": value}
     else:
