@@ -756,6 +756,37 @@ def test_batcher_merges_concurrent_requests_and_splits_answers():
     np.testing.assert_array_equal(batcher.submit({"x": np.ones((1, 3))})["y"], 2 * np.ones((1, 3)))
 
 
+def test_batcher_threads_form_one_batch_at_a_time():
+    # Five one-row requests fill a batch of five. With two batch threads,
+    # the one forming a batch must get all five: a second thread taking
+    # some of them would start a half-full batch of its own, and both would
+    # wait out the (minute-long) timeout before running the model twice.
+    calls = []
+
+    def identity(inputs):
+        calls.append(len(inputs["x"]))
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(identity, BatchingOptions(max_batch_size=5, batch_timeout_micros=60_000_000,
+                                                num_batch_threads=2))
+    interval = sys.getswitchinterval()
+    try:
+        # The five are queued before a batch thread can take the GIL.
+        sys.setswitchinterval(10)
+        futures = [batcher.try_submit({"x": np.full((1, 2), float(i))}) for i in range(5)]
+        sys.setswitchinterval(interval)
+        answers = [future.result(timeout=30)["y"] for future in futures]
+        # A lone request is every request in flight: waiting for others
+        # could only delay it, so it runs without waiting out the timeout.
+        lone = batcher.try_submit({"x": np.full((1, 2), 5.0)}).result(timeout=30)["y"]
+    finally:
+        sys.setswitchinterval(interval)
+        batcher.close()
+    assert calls == [5, 1]
+    for i, answer in enumerate([*answers, lone]):
+        np.testing.assert_array_equal(answer, np.full((1, 2), float(i)))
+
+
 def test_batcher_isolates_a_failing_request():
     def fn(inputs):
         if (inputs["x"] < 0).any():

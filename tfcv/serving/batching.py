@@ -2,10 +2,14 @@
 
 As TF Serving's `--enable_batching`, requests that arrive within a short
 window are concatenated on the batch axis, run through the model once and
-split back. A batch closes when it holds `max_batch_size` rows or when
-`batch_timeout_micros` have passed since its first request; while the
-batch threads are busy, new requests queue up and form the next batch, so a
-loaded server batches more and an idle one adds almost no latency.
+split back. A batch closes when it holds `max_batch_size` rows, when
+`batch_timeout_micros` have passed since its first request, or as soon as
+it holds every request in flight (waiting longer could only delay them:
+their clients are waiting for these answers, so a lone request runs at
+once); while the batch threads are busy, new requests queue up and form the
+next batch, so a loaded server batches more and an idle one adds no
+latency. One thread forms a batch at a time, as TF Serving's scheduler
+does, while the others run theirs.
 
 Each request gets a `concurrent.futures.Future`: a thread blocks on it
 (`submit`), an event loop awaits it (`try_submit` and
@@ -93,6 +97,11 @@ class Batcher:
         self.options = options or BatchingOptions()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._collecting = threading.Lock()
+        self._carry = None
+        # Requests queued, being batched or running: a batch holding all of
+        # them has nothing left to wait for.
+        self._in_flight = 0
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, name=f"tfcv-batch-{i}", daemon=True)
@@ -138,6 +147,7 @@ class Batcher:
                 # unloaded still gets its answer, from the caller's call.
                 return None
             self._queue.put(task)
+            self._in_flight += 1
         return task.future
 
     def close(self) -> None:
@@ -150,39 +160,51 @@ class Batcher:
                 self._queue.put(_STOP)
 
     def _work(self) -> None:
-        timeout = self.options.batch_timeout_micros / 1e6
-        limit = self.options.max_batch_size
-        carry = None
         while True:
-            first = carry if carry is not None else self._queue.get()
-            carry = None
-            if first is _STOP:
-                return
-            batch, rows, stop = [first], first.rows, False
-            deadline = time.monotonic() + timeout
-            while rows < limit:
-                remaining = deadline - time.monotonic()
-                try:
-                    task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if task is _STOP:
-                    stop = True
-                    break
-                if rows + task.rows > limit or not _compatible(first.inputs, task.inputs):
-                    carry = task
-                    break
-                batch.append(task)
-                rows += task.rows
-            self._run(batch)
+            # One thread forms a batch at a time, as TF Serving's scheduler
+            # does, while the others run theirs: two threads both waiting on
+            # the queue would share the requests of one window, each running
+            # half a batch (and the model twice).
+            with self._collecting:
+                batch, stop = self._collect()
+            if batch:
+                self._run(batch)
             if stop:
                 return
 
+    def _collect(self) -> tuple[list[_Task], bool]:
+        """The next batch, and whether this thread got its stop signal."""
+        limit = self.options.max_batch_size
+        first = self._carry if self._carry is not None else self._queue.get()
+        self._carry = None
+        if first is _STOP:
+            return [], True
+        batch, rows = [first], first.rows
+        deadline = time.monotonic() + self.options.batch_timeout_micros / 1e6
+        while rows < limit and len(batch) < self._in_flight:
+            remaining = deadline - time.monotonic()
+            try:
+                task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if task is _STOP:
+                return batch, True
+            if rows + task.rows > limit or not _compatible(first.inputs, task.inputs):
+                self._carry = task
+                break
+            batch.append(task)
+            rows += task.rows
+        return batch, False
+
     def _run(self, batch: list[_Task]) -> None:
-        # A cancelled request (its REST timeout passed) is not run.
-        batch = [task for task in batch if task.future.set_running_or_notify_cancel()]
-        if batch:
-            self._execute(batch)
+        try:
+            # A cancelled request (its REST timeout passed) is not run.
+            running = [task for task in batch if task.future.set_running_or_notify_cancel()]
+            if running:
+                self._execute(running)
+        finally:
+            with self._lock:
+                self._in_flight -= len(batch)
 
     def _execute(self, batch: list[_Task]) -> None:
         try:
