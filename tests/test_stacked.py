@@ -186,6 +186,43 @@ def test_the_last_validation_pass_scores_the_folds_unless_weights_changed_after_
         assert min(result.scores["accuracy"]) > 0.5
 
 
+class ProbabilitiesAtPredict(keras.Model):
+    """Answers logits from `call` (and to its metrics), probabilities from `predict`."""
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return keras.ops.softmax(self(x, training=False))
+
+
+class FlipAveragedMetrics(keras.Model):
+    """Its own `test_step` scores the mean of an image's and its mirror's predictions."""
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        y_pred = (self(x, training=False) + self(keras.ops.flip(x, axis=2), training=False)) / 2
+        self._loss_tracker.update_state(self.compute_loss(x=x, y=y, y_pred=y_pred, training=False))
+        return self.compute_metrics(x, y, y_pred)
+
+
+@pytest.mark.parametrize("model_class", [ProbabilitiesAtPredict, FlipAveragedMetrics])
+def test_out_of_fold_predictions_are_what_predict_gives_when_the_model_overrides_a_step(small_digits, model_class):
+    x, y = small_digits
+
+    def build():
+        inputs = keras.Input((8, 8, 1))
+        logits = model_class is ProbabilitiesAtPredict
+        outputs = keras.layers.Dense(10, activation=None if logits else "softmax")(keras.layers.Flatten()(inputs))
+        model = model_class(inputs, outputs)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+        model.compile(optimizer=keras.optimizers.Adam(0.02), loss=loss, metrics=["accuracy"])
+        return model
+
+    result = tfcv.CrossValidator(build, folds=3, strategy="stacked").fit(x, y, epochs=1, batch_size=32, verbose=0)
+    for k, (_, val) in enumerate(result.plan.folds):
+        np.testing.assert_allclose(result.models[k].predict(x[val], verbose=0), result.oof_predictions[val], atol=1e-6)
+    np.testing.assert_allclose(result.oof_predictions.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_early_stopping_is_per_fold_and_training_ends_when_every_fold_stopped(small_digits):
     x, y = small_digits
     # No epoch after the first improves val_loss by min_delta, so every fold's

@@ -293,13 +293,18 @@ class _StackedFolds(keras.Model):
 
 
 def validation_step(model: keras.Model, batch):
-    """`model.test_step(batch)` and the predictions it made: `(logs, y_pred)`.
+    """`model.test_step(batch)` and the predictions `model.predict` would
+    give: `(logs, y_pred)`.
 
     Keras' `test_step` hands its predictions to `compute_metrics`; reading
-    them there keeps a model's own `test_step`, `compute_loss` and metrics
-    as they are. A `test_step` that never calls `compute_metrics` gets its
-    predictions from `predict_step`, a second forward pass.
+    them there keeps the model's `compute_loss` and metrics as they are.
+    Those are `predict`'s predictions only when neither step is the model's
+    own (an overridden `test_step` may hand over augmented or post-processed
+    predictions, an overridden `predict_step` may answer other than `call`):
+    otherwise the predictions come from `predict_step`, a second forward pass.
     """
+    if type(model).test_step is not keras.Model.test_step or type(model).predict_step is not keras.Model.predict_step:
+        return model.test_step(batch), model.predict_step(batch)
     seen = []
     compute_metrics = model.compute_metrics
 
@@ -312,7 +317,7 @@ def validation_step(model: keras.Model, batch):
         logs = model.test_step(batch)
     finally:
         del model.compute_metrics
-    return logs, seen[-1] if seen else model.predict_step(batch)
+    return logs, seen[-1]
 
 
 _STEPS = {
