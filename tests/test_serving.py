@@ -54,7 +54,7 @@ from tfcv.serving import (
     read_model_config_file,
 )
 from tfcv.serving.rest import decode_predict_request
-from tfcv.serving.servable import Signature
+from tfcv.serving.servable import Servable, Signature
 from tfcv.serving.server import _bind_socket, _http_parser
 
 pytestmark = pytest.mark.slow
@@ -958,3 +958,34 @@ def test_rest_parses_http_with_httptools_and_says_so_when_it_is_missing(monkeypa
     with caplog.at_level("WARNING", logger="tfcv.serving"):
         assert _http_parser() == "h11"
     assert "httptools is not installed" in caplog.text
+
+
+class TwoInputs(tf.Module):
+    """Inputs declared out of alphabetical order, of two dtypes."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="zeta"),
+                                  tf.TensorSpec([None], tf.int32, name="alpha")])
+    def combine(self, zeta, alpha):
+        return {"scaled": zeta * tf.cast(alpha, tf.float32)[:, None] - 1.0, "next": alpha + 1}
+
+
+def test_signature_call_matches_a_keyword_call_and_checks_shapes(tmp_path):
+    # The server calls a signature with flat tensors in its parameter order
+    # rather than by keyword; the answers and the shape check must not change.
+    module = TwoInputs()
+    path = str(tmp_path / "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.combine})
+    zeta = np.arange(6, dtype=np.float32).reshape(3, 2)
+    alpha = np.array([1, -2, 3], dtype=np.int32)
+    want = tf.saved_model.load(path).signatures["serving_default"](zeta=tf.constant(zeta), alpha=tf.constant(alpha))
+    servable = Servable("m", 1, path)
+    try:
+        got = servable.signature().predict({"alpha": alpha, "zeta": zeta})
+        for name in ("scaled", "next"):
+            np.testing.assert_array_equal(got[name], want[name].numpy())
+        # The graph would broadcast a [3, 1] zeta; the signature declares
+        # [-1, 2], and a keyword call refuses it before running.
+        with pytest.raises(InvalidArgument, match=r"refused the input: Input `zeta` has shape \[3,1\]"):
+            servable.signature().predict({"alpha": alpha, "zeta": zeta[:, :1]})
+    finally:
+        servable.close()

@@ -50,6 +50,10 @@ def call_with_captures(function: Any, flat_inputs: list, captured_inputs: list) 
     variable handles; TensorFlow exposes the rebinding only as the private
     `ConcreteFunction._call_flat(args, captured_inputs)` (TF 2.16 - 2.21).
     Callers check `can_call_with_captures` first and otherwise trace each copy.
+
+    `tfcv serve` calls a loaded signature the same way, with its own
+    captures, to skip binding keyword arguments on every request; without
+    `_call_flat` it calls by keyword (and says so).
     """
     return function._call_flat(flat_inputs, captured_inputs=captured_inputs)
 
