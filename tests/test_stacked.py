@@ -186,6 +186,31 @@ def test_the_last_validation_pass_scores_the_folds_unless_weights_changed_after_
         assert min(result.scores["accuracy"]) > 0.5
 
 
+class ValidateWithHalvedWeights(keras.callbacks.Callback):
+    """Validates with other weights than it trains, as SwapEMAWeights does:
+    swaps them in at on_test_begin and back at on_test_end."""
+
+    def on_test_begin(self, logs=None):
+        self.trained = self.model.get_weights()
+        self.model.set_weights([w * 0.5 for w in self.trained])
+
+    def on_test_end(self, logs=None):
+        self.model.set_weights(self.trained)
+
+
+@pytest.mark.parametrize("strategy", ["stacked", "sequential"])
+def test_a_validation_run_with_swapped_in_weights_does_not_score_the_folds(small_digits, strategy):
+    x, y = small_digits
+    result = tfcv.CrossValidator(classifier_counting_inference_rows, folds=3, strategy=strategy).fit(
+        x, y, epochs=1, batch_size=32, verbose=0, callbacks=[ValidateWithHalvedWeights()]
+    )
+    for k, (_, val) in enumerate(result.plan.folds):
+        model = result.models[k]
+        np.testing.assert_allclose(model.predict(x[val], verbose=0), result.oof_predictions[val], atol=1e-6)
+        loss, _ = model.evaluate(x[val], y[val], verbose=0)
+        assert result.scores["loss"][k] == pytest.approx(loss, rel=1e-4)
+
+
 class ProbabilitiesAtPredict(keras.Model):
     """Answers logits from `call` (and to its metrics), probabilities from `predict`."""
 

@@ -209,9 +209,14 @@ class LastValidation(keras.callbacks.Callback):
         self.logs = None
         self.digest = None
 
+    def on_test_end(self, logs=None):
+        # The weights the validation ran with: this callback comes first, so
+        # a callback that swapped others in for validating at on_test_begin
+        # (SwapEMAWeights) has not swapped them back yet.
+        self.digest = weights_digest(self.model)
+
     def on_epoch_end(self, epoch, logs=None):
         self.logs = {name[len("val_"):]: value for name, value in (logs or {}).items() if name.startswith("val_")}
-        self.digest = weights_digest(self.model)
 
     def logs_if_unchanged(self, model: keras.Model) -> dict | None:
         """The last validation's logs if `model`'s weights are those it saw,

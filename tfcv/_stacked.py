@@ -201,9 +201,11 @@ class _StackedFolds(keras.Model):
             callbacks.on_test_begin()
         predictions = [np.asarray(p) for p in self.predict(dataset, verbose=0, callbacks=hooks)]
         logs = self.metric_results()
+        # The weights the pass ran with: a callback may swap others in for
+        # validating at on_test_begin and back at on_test_end (SwapEMAWeights).
+        self.last_validation = (logs, predictions, [weights_digest(model) for model in self.fold_models])
         if callbacks is not None:
             callbacks.on_test_end(logs)
-        self.last_validation = (logs, predictions, [weights_digest(model) for model in self.fold_models])
         return logs, predictions
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
