@@ -347,11 +347,6 @@ def parse_data(value: str | Mapping[str, Any], **options: Any) -> dict:
             config = {"npz": value}
         elif value.lower().endswith(".csv"):
             config = {"csv": value}
-        elif not os.path.exists(value):
-            raise FileNotFoundError(
-                f"Data path {value!r} does not exist. Expected an image folder (one subfolder per class), "
-                "a .npz or .csv file, or 'tfds:NAME[:SPLIT]'."
-            )
         else:
             config = {"directory": value}
     else:
@@ -383,6 +378,11 @@ def load_data(config: str | Mapping[str, Any], *, folds: int = 5, seed: int = 0)
     """
     config = parse_data(config)
     if "directory" in config:
+        if not os.path.exists(config["directory"]):
+            raise FileNotFoundError(
+                f"Data path {config['directory']!r} does not exist. Expected an image folder (one subfolder per "
+                "class), a .npz or .csv file, or 'tfds:NAME[:SPLIT]'."
+            )
         return image_directory(config["directory"], image_size=config.get("image_size", DEFAULT_IMAGE_SIZE),
                                channels=config.get("channels", 3))
     if "npz" in config:
