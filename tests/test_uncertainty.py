@@ -422,6 +422,7 @@ def test_tfcv_evaluate_on_a_runs_test_set_or_on_data(calibrated_bundle, cv_resul
         (("--run-dir", str(run_dir), "--shifts", "rotate:9"), "rotate:9"),
         (("--run-dir", str(tmp_path)), "is not a tfcv run directory"),
         (("--data", "tfds:mnist"), "not a TFDS name"),
+        (("--data", str(tmp_path / "missing")), "does not exist: evaluate reads an image folder"),
     ):
         code, _, err = evaluate(*args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)

@@ -416,6 +416,9 @@ def _evaluation_data(args: argparse.Namespace, input_shape):
         return kept
     if args.data.startswith("tfds:"):
         raise CLIError(f"--data {args.data!r}: evaluate reads an image folder, .npz or .csv, not a TFDS name")
+    if not os.path.exists(args.data):
+        raise CLIError(f"--data {args.data!r} does not exist: evaluate reads an image folder (one subfolder per "
+                       "class), a .npz or a .csv file")
     from tfcv.sources import load_data, parse_data
 
     config = parse_data(args.data, image_size=args.image_size, text_column=args.text_column,
