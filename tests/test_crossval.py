@@ -160,3 +160,51 @@ def test_mixup_from_the_spec_mixes_training_batches(small_digits, strategy):
     assert direct.n_folds == 2
 
 
+
+
+# ------------------------------------------------ metrics that are arrays
+
+
+def per_class_f1_classifier():
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy",
+                  metrics=["accuracy", keras.metrics.F1Score(average=None)])
+    return model
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "stacked"])
+def test_a_metric_with_one_value_per_class_is_scored_per_class(small_digits, strategy, tmp_path):
+    from sklearn.metrics import f1_score
+
+    x, y = small_digits
+    one_hot = np.eye(10, dtype="float32")[y]
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(dict(logs))
+
+    run_dir = tmp_path / "run"
+    result = tfcv.CrossValidator(per_class_f1_classifier, folds=2, seed=0, strategy=strategy).fit(
+        x, one_hot, epochs=2, run_dir=run_dir, callbacks=[Record()], verbose=0)
+
+    names = [f"f1_score[{c}]" for c in range(10)]
+    assert result.info["strategy"] == strategy
+    assert "f1_score" not in result.scores and set(names) <= set(result.scores)
+    for k in range(2):
+        expected = f1_score(result.val_targets[k].argmax(1), result.val_predictions[k].argmax(1),
+                            average=None, labels=range(10), zero_division=0)
+        np.testing.assert_allclose([result.scores[n][k] for n in names], expected, atol=1e-4)
+    assert result.mean("f1_score[3]") == pytest.approx(np.mean(result.scores["f1_score[3]"]))
+    assert "f1_score[9]" in result.summary()
+    assert all(len(h["val_f1_score[9]"]) == 2 and len(h["f1_score[0]"]) == 2 for h in result.histories)
+    # Callbacks see one float per class, as History does.
+    assert len(seen) == 4 and all(isinstance(logs["val_f1_score[3]"], float) for logs in seen)
+    assert "test_f1_score[5]" in result.to_dict()
+    # The run directory keeps them: read back, and resumed as finished folds.
+    assert tfcv.CVResult.load(run_dir).scores == result.scores
+    again = tfcv.CrossValidator(per_class_f1_classifier, folds=2, seed=0, strategy=strategy).fit(
+        x, one_hot, epochs=2, run_dir=run_dir, verbose=0)
+    assert again.scores == result.scores

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.utils.class_weight import compute_class_weight
 
 import tfcv
-from tfcv.metrics import check_scoring, score_with
+from tfcv.metrics import check_scoring, scalar_scores, score_with
 
 EPOCHS = 20
 SCORING = ["accuracy", "balanced_accuracy", "roc_auc_ovr", "neg_log_loss"]
@@ -219,6 +219,19 @@ def test_binary_and_regression_scorers_from_predictions():
                         "regression")
     assert scores["neg_mean_absolute_error"] == pytest.approx(-1 / 3)
     assert scores["r2"] == pytest.approx(sklearn.metrics.r2_score(target, [1.0, 2.5, 2.5]))
+
+
+def test_metric_results_that_are_arrays_become_one_score_per_element():
+    import tensorflow as tf
+
+    logs = {"loss": np.float32(0.5), "f1_score": tf.constant([0.25, 0.75]), "confusion": np.array([[1, 2], [3, 4]])}
+    assert scalar_scores(logs) == {
+        "loss": 0.5, "f1_score[0]": 0.25, "f1_score[1]": 0.75,
+        "confusion[0,0]": 1.0, "confusion[0,1]": 2.0, "confusion[1,0]": 3.0, "confusion[1,1]": 4.0,
+    }
+    assert all(type(value) is float for value in scalar_scores(logs).values())
+    with pytest.raises(TypeError, match="note='fine'.*Expected a number or an array of numbers"):
+        scalar_scores({"loss": 0.5, "note": "fine"})
 
 
 # ------------------------------------------------------------------ refit

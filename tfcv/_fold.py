@@ -30,7 +30,7 @@ from tfcv.callbacks import (
     holds_keras_state,
     keras_states,
 )
-from tfcv.metrics import score_predictions, score_with
+from tfcv.metrics import scalar_scores, score_predictions, score_with
 from tfcv.preprocessing import adapt_preprocessing
 from tfcv.result import _FoldOutcome
 
@@ -177,8 +177,9 @@ def fit_and_score(
         epochs=initial_epoch if stopped else settings.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=data.steps,
-        # First, so that it sees the weights the validation saw.
-        callbacks=[last_validation] + keras_callbacks,
+        # First, so that it sees the weights the validation saw; after the
+        # logs are made scalars, which every callback and History then see.
+        callbacks=[ScalarLogs(), last_validation] + keras_callbacks,
         verbose=0,
         shuffle=False,  # the pipeline shuffles
     ).history
@@ -195,6 +196,30 @@ def fit_and_score(
     if reuse is not None:
         reuse.trained(outcome)
     return outcome
+
+
+class ScalarLogs(keras.callbacks.Callback):
+    """Rewrites the logs of a metric whose result is not a scalar into one
+    entry per element (`tfcv.metrics.scalar_scores`), in place: Keras passes
+    the same logs to every callback after this one and to its `History`
+    (as `ReduceLROnPlateau` adds `learning_rate`), so callbacks, history and
+    backups all see scalars. Logs of scalars only are left as they are."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        _make_scalar(logs)
+
+    def on_test_end(self, logs=None):
+        _make_scalar(logs)
+
+    def on_train_end(self, logs=None):
+        _make_scalar(logs)
+
+
+def _make_scalar(logs) -> None:
+    if logs and any(np.ndim(value) for value in logs.values()):
+        scalars = scalar_scores(logs)
+        logs.clear()
+        logs.update(scalars)
 
 
 class LastValidation(keras.callbacks.Callback):
@@ -307,7 +332,7 @@ def finish_fold(k, seed, model, data, settings, compiled, predictions, *, histor
     training, and seconds spent evaluating, predicting and scoring. Folds
     trained side by side (stacked) share their seconds equally."""
     start = time.monotonic()
-    scores = {name: float(value) for name, value in compiled.items()}
+    scores = scalar_scores(compiled)
     scores.update(_scikit_learn_scores(settings, data.val_labels, predictions, data.val_weights))
     if settings.return_train_score:
         if data.train_rows is None:

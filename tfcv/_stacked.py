@@ -448,13 +448,16 @@ class _FoldDispatcher(keras.callbacks.Callback):
         self._each_running("on_test_begin", logs=logs)
 
     def on_test_end(self, logs=None):
-        self._each_running("on_test_end", logs=logs)
+        from tfcv.metrics import scalar_scores
+
+        self._each_running("on_test_end", logs=None if logs is None else scalar_scores(logs))
 
     def on_epoch_end(self, epoch, logs=None):
-        per_fold = {
-            i: {name: float(value) for name, value in fold_logs(logs, i).items()}
-            for i in range(len(self.folds)) if self.running[i]
-        }
+        from tfcv.metrics import scalar_scores
+
+        # A metric whose result is an array gets one entry per element, as
+        # `tfcv._fold.ScalarLogs` gives a sequential fold's callbacks.
+        per_fold = {i: scalar_scores(fold_logs(logs, i)) for i in range(len(self.folds)) if self.running[i]}
         if self.epoch_log is not None:
             self.epoch_log.append({str(self.folds[i]): own for i, own in per_fold.items()})
         for i, own in per_fold.items():

@@ -43,6 +43,34 @@ def score_predictions(y_true: Any, predictions: Any, task: str, *, sample_weight
     }
 
 
+def scalar_scores(logs: dict[str, Any] | None) -> dict[str, float]:
+    """Keras logs (or compiled metric results) as one float per name.
+
+    A metric whose result is not a scalar (`keras.metrics.F1Score(
+    average=None)` gives one value per class) becomes one score per
+    element, named with the element's index: `f1_score[0]`, `f1_score[1]`,
+    ... (`name[i,j]` for a matrix), so every element gets its own per-fold
+    values and mean ± std.
+
+    Raises:
+        TypeError: For a value that is not a number or an array of numbers.
+    """
+    scores = {}
+    for name, value in (logs or {}).items():
+        array = np.asarray(value)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise TypeError(
+                f"Invalid log value. Received: {name}={value!r} of type {type(value).__name__}. Expected a "
+                "number or an array of numbers (a metric's result: arrays are reported element by element)."
+            )
+        if array.ndim == 0:
+            scores[name] = float(array)
+            continue
+        for index in np.ndindex(array.shape):
+            scores[f"{name}[{','.join(str(i) for i in index)}]"] = float(array[index])
+    return scores
+
+
 # ------------------------------------------- scikit-learn's `scoring`
 
 

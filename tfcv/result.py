@@ -41,7 +41,10 @@ class CVResult:
         scores: `dict` mapping each metric name to its list of per-fold
             values: the model's compiled metrics on the validation fold plus,
             for classifiers, `accuracy` and macro `precision`, `recall` and
-            `f1` (scikit-learn), for regressors `mse`, `mae` and `r2`.
+            `f1` (scikit-learn), for regressors `mse`, `mae` and `r2`. A
+            compiled metric whose result is an array (`keras.metrics.
+            F1Score(average=None)`: one value per class) has one score per
+            element, named with its index: `f1_score[0]`, `f1_score[1]`, ...
         val_predictions: Each fold's predictions on its validation split, in
             the order of the plan's validation indices.
         oof_predictions: Out-of-fold predictions, one row per input sample in
