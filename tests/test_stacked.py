@@ -186,6 +186,26 @@ def test_the_last_validation_pass_scores_the_folds_unless_weights_changed_after_
         assert min(result.scores["accuracy"]) > 0.5
 
 
+def test_the_traced_validation_pass_gives_what_keras_predict_gives(digits, monkeypatch):
+    # A Keras-level callback on test batches (here the fault injector, set
+    # never to fire) sends validation through Keras' predict, batch by batch;
+    # otherwise it is one traced call over a kept iterator. 599 held-out rows
+    # a fold make three validation batches of at most 256.
+    x, y = digits
+    runs = []
+    for fault in (None, "epoch=99,test_batch=0"):
+        if fault:
+            monkeypatch.setenv("TFCV_FAULT", fault)
+        cv = tfcv.CrossValidator(tiny_classifier, folds=3, seed=1, strategy="stacked")
+        runs.append(cv.fit(x, y, epochs=3, batch_size=32, verbose=0))
+    traced, keras_predict = runs
+    np.testing.assert_allclose(traced.oof_predictions, keras_predict.oof_predictions, atol=1e-6)
+    assert traced.scores["accuracy"] == keras_predict.scores["accuracy"]
+    for a, b in zip(traced.histories, keras_predict.histories):
+        np.testing.assert_allclose(a["val_loss"], b["val_loss"], rtol=1e-5)
+    assert traced.mean("accuracy") > 0.5
+
+
 class ValidateWithHalvedWeights(keras.callbacks.Callback):
     """Validates with other weights than it trains, as SwapEMAWeights does:
     swaps them in at on_test_begin and back at on_test_end."""

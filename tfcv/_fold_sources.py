@@ -61,9 +61,7 @@ class _FoldData:
     def __init__(self, *, train, steps, validation, adapt_input, n_train, n_val, val_labels, val_weights=None,
                  train_rows=None):
         self.val_weights = val_weights
-        # (predict-order dataset of the training rows, their labels, their
-        # weights) for `return_train_score`; None when the source has none.
-        self.train_rows = train_rows
+        self._train_rows = train_rows
         self.train = train
         self.steps = steps
         self.validation = validation
@@ -71,6 +69,17 @@ class _FoldData:
         self.n_train = n_train
         self.n_val = n_val
         self.val_labels = val_labels
+
+    @property
+    def train_rows(self):
+        """(predict-order dataset of the training rows, their labels, their
+        weights) for `return_train_score`; None when the source has none.
+
+        Made on first use: building the dataset traces its gathering function
+        (about 50 ms a fold), which only `return_train_score` needs."""
+        if callable(self._train_rows):
+            self._train_rows = self._train_rows()
+        return self._train_rows
 
     def mixed(self, mixer) -> _FoldData:
         """The same fold with `mixer` (a `tfcv.layers.BatchMixer`) applied to
@@ -250,14 +259,14 @@ class _ArraySource:
             if self.cache_validation:
                 validation = validation.cache()
             validation = validation.prefetch(tf.data.AUTOTUNE)
-        rows = tf.data.Dataset.from_tensor_slices(np.asarray(train_idx)).batch(max(self.batch_size, 256))
         return _FoldData(
             train=train, steps=max(1, -(-len(train_idx) // self.batch_size)), validation=validation,
             adapt_input=lambda: self.x[train_idx], n_train=len(train_idx), n_val=len(val_idx),
             val_labels=self.y[val_idx],
             val_weights=None if val_w is None else val_w[val_idx],
-            train_rows=(
-                rows.map(lambda i: self.gather(i)[0]).prefetch(tf.data.AUTOTUNE), self.y[train_idx],
+            train_rows=lambda: (
+                tf.data.Dataset.from_tensor_slices(np.asarray(train_idx)).batch(max(self.batch_size, 256))
+                .map(lambda i: self.gather(i)[0]).prefetch(tf.data.AUTOTUNE), self.y[train_idx],
                 None if val_w is None else val_w[train_idx],
             ),
         )
