@@ -217,6 +217,57 @@ def test_verify_json_in_a_fresh_process(bundle):
     assert report["replayed"] > 0
 
 
+# ------------------------------------------- TensorFlow's startup lines
+
+# What TensorFlow 2.21 prints while it loads, whatever TF_CPP_MIN_LOG_LEVEL says.
+_STARTUP_NOISE = re.compile(r"^[IW]\d{4} |absl::InitializeLog|cudart_stub|oneDNN custom operations|cuInit", re.M)
+
+
+@pytest.mark.slow
+def test_a_command_prints_none_of_tensorflows_startup_lines(bundle):
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "tfcv", "inspect", bundle], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "serving_default" in proc.stdout
+    assert not _STARTUP_NOISE.search(proc.stderr), proc.stderr
+
+
+def _filtered(level, lines):
+    proc = subprocess.run(cli._startup_filter_command(level), input="".join(line + "\n" for line in lines),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_the_startup_filter_drops_only_what_the_log_level_asks_and_the_missing_driver():
+    notice = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    info = "I0000 00:00:1796223723.135122   19001 port.cc:153] oneDNN custom operations are on."
+    no_driver = "I0000 00:00:1796223723.135423   19001 cudart_stub.cc:31] Could not find cuda drivers on your machine"
+    warning = "W0000 00:00:1796223723.2   19001 some.cc:1] a warning"
+    old_info = "2026-12-02 14:52:09.123456: I tensorflow/core/platform/cpu_feature_guard.cc:182] old-style info"
+    cuinit = "E0000 00:00:1796223725.3   19001 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)"
+    error = "E0000 00:00:1796223725.4   19001 kernel.cc:9] a real error"
+    fatal = "F0000 00:00:1796223725.5   19001 cpu_feature_guard.cc:9] compiled to use AVX instructions"
+    python = "/work/x.py:3: UserWarning: not TensorFlow's"
+    everything = [notice, info, no_driver, warning, old_info, cuinit, error, fatal, python]
+    assert _filtered(2, everything) == [error, fatal, python]
+    assert _filtered(1, everything) == [warning, error, fatal, python]
+    assert _filtered(3, everything) == [fatal, python]
+    # With a driver that fails (no stub line before it), cuInit's failure is an error to see.
+    assert _filtered(2, [cuinit, error]) == [cuinit, error]
+
+
+def test_the_log_level_the_user_set_is_kept(bundle, monkeypatch, capsys):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert cli.main(["inspect", bundle]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    assert cli.main(["inspect", bundle]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert "serving_default" in capsys.readouterr().out
+
+
 # -------------------------------------------- what `tfcv run` calls
 
 
