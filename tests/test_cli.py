@@ -224,12 +224,14 @@ _STARTUP_NOISE = re.compile(r"^[IW]\d{4} |absl::InitializeLog|cudart_stub|oneDNN
 
 
 @pytest.mark.slow
-def test_a_command_prints_none_of_tensorflows_startup_lines(bundle):
+@pytest.mark.parametrize(("argv", "out"), [(["inspect"], "serving_default"), (["serve", "--help"], "--model_base_path")])
+def test_a_command_prints_none_of_tensorflows_startup_lines(bundle, argv, out):
+    # `serve --help` imports TensorFlow while the arguments are parsed.
+    argv = argv + [bundle] if argv == ["inspect"] else argv
     env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run([sys.executable, "-m", "tfcv", "inspect", bundle], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "tfcv", *argv], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "serving_default" in proc.stdout
+    assert out in proc.stdout
     assert not _STARTUP_NOISE.search(proc.stderr), proc.stderr
 
 

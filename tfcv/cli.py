@@ -467,6 +467,8 @@ def _compare_command(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    # The server package imports TensorFlow: start it first, quietly.
+    _start_tensorflow()
     from tfcv.serving.server import add_arguments
 
     add_arguments(parser)
