@@ -196,36 +196,39 @@ class _StackedFolds(keras.Model):
         Returns:
             `(logs, predictions)`, one array of predictions per copy.
         """
-        self.reset_metrics()
         if callbacks is not None:
             callbacks.on_test_begin()
-        if callbacks is not None and _wants_test_batches(callbacks):
-            predictions = self.predict(dataset, verbose=0, callbacks=[_TestHooks(callbacks, self)])
+        traced = None if callbacks is not None and _wants_test_batches(callbacks) else self._validation_pass(dataset)
+        if traced is None:
+            self.reset_metrics()
+            hooks = [] if callbacks is None else [_TestHooks(callbacks, self)]
+            predictions, logs = self.predict(dataset, verbose=0, callbacks=hooks), self.metric_results()
         else:
-            predictions = self._validation_pass(dataset)
+            predictions, logs = traced
         predictions = [np.asarray(p) for p in predictions]
-        logs = self.metric_results()
         # The weights the pass ran with: a callback may swap others in for
         # validating at on_test_begin and back at on_test_end (SwapEMAWeights).
-        self.last_validation = (logs, predictions, [weights_digest(model) for model in self.fold_models])
+        self.last_validation = (logs, predictions, self.weights_digests())
         if callbacks is not None:
             callbacks.on_test_end(logs)
         return logs, predictions
 
     def _validation_pass(self, dataset):
-        """`predict(dataset)` as one traced call with no per-batch Python:
-        the copies' `predict_step` over every batch of one pass, read from
-        an iterator over the repeated dataset that is made once and kept.
+        """`(predictions, logs)` of one pass over `dataset` in one traced
+        call with no per-batch Python: the metrics reset, the copies'
+        `predict_step` over every batch, read from an iterator over the
+        repeated dataset that is made once and kept, and the metrics' results.
 
         Keras' `predict` makes two `tf.data` iterators per call (about 8 ms
-        each on the digits) and gathers every call's outputs in Python; the
-        stacked validation runs after every epoch. A dataset of unknown
-        length goes through `predict`."""
+        each on the digits) and gathers every call's outputs in Python, and
+        resetting and reading the metrics eagerly costs a few ms more; the
+        stacked validation runs after every epoch. `None` for a dataset of
+        unknown length (then `predict` runs the pass)."""
         import tensorflow as tf
 
         n_batches = int(dataset.cardinality())
         if n_batches < 1:
-            return self.predict(dataset, verbose=0)
+            return None
         state = self.__dict__.get("_validation_state")
         if state is None or state[0] is not dataset:
             loop = functools.partial(self._validation_loop, n_batches=n_batches)
@@ -243,10 +246,12 @@ class _StackedFolds(keras.Model):
     def _validation_loop(self, iterator, n_batches):
         import tensorflow as tf
 
+        for metric in self.metrics:
+            metric.reset_state()
         structure = self.predict_step(next(iterator))
         first = tf.nest.flatten(structure)
         if n_batches == 1:
-            return structure
+            return structure, self.metric_results()
         arrays = [
             tf.TensorArray(t.dtype, size=n_batches - 1, infer_shape=False, element_shape=[None, *t.shape[1:]])
             for t in first
@@ -257,7 +262,8 @@ class _StackedFolds(keras.Model):
             return i + 1, [a.write(i, t) for a, t in zip(arrays, outputs)]
 
         _, arrays = tf.while_loop(lambda i, _: i < n_batches - 1, body, (tf.constant(0), arrays))
-        return tf.nest.pack_sequence_as(structure, [tf.concat([t, a.concat()], axis=0) for t, a in zip(first, arrays)])
+        flat = [tf.concat([t, a.concat()], axis=0) for t, a in zip(first, arrays)]
+        return tf.nest.pack_sequence_as(structure, flat), self.metric_results()
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False, **kwargs):
@@ -270,9 +276,13 @@ class _StackedFolds(keras.Model):
         """`validate(dataset)`'s logs and predictions with the copies' final
         weights: the last validation pass's, when no weight changed since."""
         last = self.last_validation
-        if last is not None and last[2] == [weights_digest(model) for model in self.fold_models]:
+        if last is not None and last[2] == self.weights_digests():
             return last[0], last[1]
         return self.validate(dataset)
+
+    def weights_digests(self) -> list[bytes]:
+        """`tfcv._fold.weights_digest` of every copy."""
+        return [weights_digest(model) for model in self.fold_models]
 
     def metric_results(self) -> dict:
         """Every copy's compiled metrics now, under `fold<i>:` names."""
