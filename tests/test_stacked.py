@@ -206,6 +206,28 @@ def test_the_traced_validation_pass_gives_what_keras_predict_gives(digits, monke
     assert traced.mean("accuracy") > 0.5
 
 
+def test_the_stacked_step_loop_trains_exactly_as_keras_loop(small_digits, monkeypatch):
+    # tfcv runs an epoch's steps in its own while loop (no optionals, no
+    # conds); Keras' loop must give the same training, step for step, with a
+    # fold stopping early (the gated steps) and without.
+    from tfcv import _stacked
+
+    x, y = small_digits
+    runs = []
+    for loop in ("tfcv", "keras"):
+        if loop == "keras":
+            monkeypatch.setattr(_stacked._StackedFolds, "_make_train_function",
+                                lambda self, force=True: keras.Model.make_train_function(self, force=True))
+        cv = tfcv.CrossValidator(tiny_classifier, folds=3, seed=2, strategy="stacked")
+        runs.append(cv.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[StopFold(fold=0, epoch=1)]))
+    ours, keras_loop = runs
+    assert [len(h["loss"]) for h in ours.histories] == [len(h["loss"]) for h in keras_loop.histories] == [2, 4, 4]
+    for a, b in zip(ours.histories, keras_loop.histories):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    np.testing.assert_allclose(ours.oof_predictions, keras_loop.oof_predictions, atol=1e-5)
+    assert ours.mean("accuracy") > 0.5
+
+
 class ValidateWithHalvedWeights(keras.callbacks.Callback):
     """Validates with other weights than it trains, as SwapEMAWeights does:
     swaps them in at on_test_begin and back at on_test_end."""

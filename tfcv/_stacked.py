@@ -46,6 +46,7 @@ from tfcv._fold import (
 from tfcv._fold_sources import _ArraySource, batches_per_pass
 from tfcv._run_dir import FoldCheckpoint, _merge_history
 from tfcv.callbacks import any_needs_batch_hooks, fold_copy, keras_states
+from tfcv.metrics import scalar_scores
 
 _PREFIX = "fold{}:"
 
@@ -161,7 +162,48 @@ class _StackedFolds(keras.Model):
     # of 16.1 s (medians of 4). The setting is process-wide, so it is switched
     # off only while the stacked functions run.
     def make_train_function(self, force=False):
-        return self._make_function_without_rewrites("train_function", super().make_train_function, force)
+        return self._make_function_without_rewrites("train_function", self._make_train_function, force)
+
+    def _make_train_function(self, force=True):
+        """`steps_per_execution` train steps per call in one `tf.while_loop`.
+
+        Keras' loop wraps every step in a nested `tf.function` and two
+        `tf.cond`s over optionals, so that a finite dataset may end inside a
+        call; every variable of the K copies is then threaded through each of
+        them, which costs time to trace and instantiate. The stacked training
+        data repeats forever, so the steps need none of it. The logs' shapes
+        come from the shared train step; without one, Keras' loop runs."""
+        import tensorflow as tf
+
+        steps = self.steps_per_execution
+
+        def multi_step(iterator):
+            spec = iterator.element_spec
+            shared = self._shared_step("train_step", tuple(part[0] for part in spec))
+            outputs = None if shared is None else shared[0].structured_outputs
+            if not isinstance(outputs, dict) or not all(t.shape.is_fully_defined() for t in outputs.values()):
+                return None
+            initial = {
+                _PREFIX.format(i) + name: tf.zeros(t.shape, t.dtype)
+                for i in range(len(self.fold_models)) for name, t in outputs.items()
+            }
+
+            def body(i, _):
+                return i + 1, self.train_step(iterator.get_next())
+
+            return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), initial))[1]
+
+        function = tf.function(multi_step, autograph=False)
+
+        def train_function(iterator):
+            logs = function(iterator)
+            if logs is None:  # traced once: the steps' logs have no fixed shape
+                super(_StackedFolds, self).make_train_function(force=True)
+                self.train_function = _compat.without_graph_rewrites(self.train_function)
+                return self.train_function(iterator)
+            return logs
+
+        self.train_function = train_function
 
     def make_predict_function(self, force=False):
         return self._make_function_without_rewrites("predict_function", super().make_predict_function, force)
@@ -518,13 +560,9 @@ class _FoldDispatcher(keras.callbacks.Callback):
         self._each_running("on_test_begin", logs=logs)
 
     def on_test_end(self, logs=None):
-        from tfcv.metrics import scalar_scores
-
         self._each_running("on_test_end", logs=None if logs is None else scalar_scores(logs))
 
     def on_epoch_end(self, epoch, logs=None):
-        from tfcv.metrics import scalar_scores
-
         # A metric whose result is an array gets one entry per element, as
         # `tfcv._fold.ScalarLogs` gives a sequential fold's callbacks.
         per_fold = {i: scalar_scores(fold_logs(logs, i)) for i in range(len(self.folds)) if self.running[i]}
