@@ -701,6 +701,29 @@ def test_broken_versions_are_reported_and_the_old_one_keeps_serving(live, bundle
 # -------------------------------------------------------- in-process units
 
 
+class Branching(tf.Module):
+    """A signature whose `tf.cond` TensorFlow lowers to Switch and Merge ops."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def branch(self, x):
+        return {"y": tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)}
+
+
+def test_signatures_the_single_threaded_executor_refuses_run_with_the_default_one(tmp_path, caplog):
+    module = Branching()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.branch})
+    servable = Servable("branch", 1, str(tmp_path / "1"))
+    try:
+        with caplog.at_level(logging.INFO, logger="tfcv.serving"):
+            first = servable.signature().predict({"x": np.array([1.0, 2.0], np.float32)})
+        second = servable.signature().predict({"x": np.array([-1.0, -2.0], np.float32)})
+    finally:
+        servable.close()
+    np.testing.assert_array_equal(first["y"], [2.0, 4.0])
+    np.testing.assert_array_equal(second["y"], [-2.0, -3.0])
+    assert "default executor" in caplog.text
+
+
 def test_registry_retries_a_failed_version_once_its_files_change(bundles, tmp_path):
     base = str(tmp_path / "m")
     os.makedirs(base)

@@ -102,6 +102,7 @@ class Signature:
         self.fn = fn
         self._session_run = not isinstance(fn, tf.types.experimental.ConcreteFunction)
         self._flat = None if self._session_run else _flat_parameters(fn, signature_def)
+        self._executor = None if self._session_run else _SINGLE_THREADED
         self.method_name = signature_def.method_name
         self.inputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.inputs.items())}
         self.outputs = {k: TensorInfo.from_proto(k, v) for k, v in sorted(signature_def.outputs.items())}
@@ -247,10 +248,7 @@ class Signature:
         try:
             if self._session_run:
                 return self.fn(inputs, outputs or list(self.outputs))
-            if self._flat is not None and self._flat[0] is self.fn:
-                result = _call_flat(self.fn, self._flat[1], inputs)
-            else:
-                result = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            result = self._call_function(inputs)
         except tf.errors.InvalidArgumentError as error:
             raise InvalidArgument(f"Signature `{self.name}` refused the input: {error.message}") from None
         except tf.errors.OpError as error:
@@ -260,6 +258,40 @@ class Signature:
             # before running; TF Serving would answer the same 400.
             raise InvalidArgument(f"Signature `{self.name}` refused the input: {_first_line(error)}") from None
         return {k: v.numpy() for k, v in result.items()}
+
+    def _call_function(self, inputs: Mapping[str, np.ndarray]):
+        if self._flat is not None and self._flat[0] is self.fn:
+            tensors = _flat_tensors(self._flat[1], inputs)
+
+            def call():
+                return _compat.call_with_captures(self.fn, tensors, self.fn.captured_inputs)
+        else:
+            def call():
+                return self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        executor = self._executor
+        if executor is None:
+            return call()
+        try:
+            with tf.experimental.function_executor_type(executor):
+                return call()
+        except tf.errors.FailedPreconditionError as error:
+            # The single-threaded executor refuses TF1 control flow (Switch,
+            # Merge) when it builds the graph, before any op has run, so the
+            # call can be made again with TensorFlow's default executor.
+            if _SINGLE_THREADED_REFUSAL not in error.message:
+                raise
+            self._executor = None
+            logger.info("Signature `%s` runs with TensorFlow's default executor: %s", self.name,
+                        _first_line(error))
+            return call()
+
+
+# A small model's kernels cost less than handing them to TensorFlow's
+# inter-op threads and waiting for them (and those threads spin between
+# calls): the single-threaded executor runs a function's ops in the calling
+# thread. Concurrency comes from the batch threads (or the request threads).
+_SINGLE_THREADED = "SINGLE_THREADED_EXECUTOR"
+_SINGLE_THREADED_REFUSAL = "Single-threaded executor does not support"
 
 
 def _flat_parameters(fn, signature_def) -> tuple | None:
@@ -283,7 +315,7 @@ def _flat_parameters(fn, signature_def) -> tuple | None:
     return fn, specs
 
 
-def _call_flat(fn, specs: list, inputs: Mapping[str, np.ndarray]):
+def _flat_tensors(specs: list, inputs: Mapping[str, np.ndarray]) -> list:
     tensors = []
     for name, spec in specs:
         tensor = tf.constant(inputs[name])
@@ -295,7 +327,7 @@ def _call_flat(fn, specs: list, inputs: Mapping[str, np.ndarray]):
                 f"{format_shape(_dims(spec.shape))} does not accept (-1: any size)."
             )
         tensors.append(tensor)
-    return _compat.call_with_captures(fn, tensors, fn.captured_inputs)
+    return tensors
 
 
 def _first_line(error: BaseException) -> str:

@@ -443,7 +443,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--allow_version_labels_for_unavailable_models", type=_bool_flag, nargs="?", const=True, default=False,
         help="let a reloaded model config label a version that is not yet available (default %(default)s)")
     add("--tensorflow_intra_op_parallelism", type=int, default=0,
-        help="threads one op may use; 0 lets TensorFlow choose (default %(default)s)")
+        help="threads one op may use; 0: the CPUs divided among the batch threads when batching, "
+             "else TensorFlow's choice (default %(default)s)")
     add("--tensorflow_inter_op_parallelism", type=int, default=0,
         help="ops run at once; 0 lets TensorFlow choose (default %(default)s)")
     add("--enable_serialization_as_tensor_content", type=_bool_flag, nargs="?", const=True, default=False,
@@ -518,9 +519,6 @@ def serve_from_args(args: argparse.Namespace, stop_event: threading.Event | None
         raise ValueError("Missing flag: give --model_base_path (with --model_name) or --model_config_file.")
     if args.model_config_file is not None and args.model_base_path is not None:
         raise ValueError("Give --model_base_path or --model_config_file, not both.")
-    # Before anything runs TensorFlow: its thread pools are fixed once the
-    # eager context is initialized.
-    _set_parallelism(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     defaults = ServerOptions()
     batching = {}
     if args.batching_parameters_file:
@@ -528,6 +526,12 @@ def serve_from_args(args: argparse.Namespace, stop_event: threading.Event | None
     for key in ("max_batch_size", "batch_timeout_micros", "num_batch_threads"):
         if getattr(args, key) is not None:
             batching[key] = getattr(args, key)
+    intra = args.tensorflow_intra_op_parallelism
+    if not intra and args.enable_batching:
+        intra = _intra_op_threads(batching.get("num_batch_threads"))
+    # Before anything runs TensorFlow: its thread pools are fixed once the
+    # eager context is initialized.
+    _set_parallelism(intra, args.tensorflow_inter_op_parallelism)
     monitoring_path = None
     if args.monitoring_config_file:
         from tfcv.serving.metrics import read_monitoring_config
@@ -554,6 +558,15 @@ def serve_from_args(args: argparse.Namespace, stop_event: threading.Event | None
     )
     return serve(args.model_name, args.model_base_path, model_config_file=args.model_config_file,
                  options=options, stop_event=stop_event)
+
+
+def _intra_op_threads(num_batch_threads: int | None) -> int:
+    # num_batch_threads batches run at once and share the CPUs; TensorFlow's
+    # default gives each op all of them, and the idle threads of its pool
+    # spin between calls (about 7% of the server's CPU under
+    # bench/serve_load.py, measured with perf).
+    cpus = os.cpu_count() or 1
+    return max(1, cpus // (num_batch_threads or cpus))
 
 
 def _set_parallelism(intra: int, inter: int) -> None:
