@@ -290,21 +290,31 @@ class _StackedFolds(keras.Model):
 
         for metric in self.metrics:
             metric.reset_state()
-        structure = self.predict_step(next(iterator))
-        first = tf.nest.flatten(structure)
-        if n_batches == 1:
-            return structure, self.metric_results()
+        # The predictions' structure from the shared validation step's trace,
+        # so that the copies' steps are traced once, inside the loop; without
+        # a shared step, from a first step outside it.
+        shared = self._shared_step("validation_step", tuple(part[0] for part in iterator.element_spec))
+        if shared is not None:
+            structure, first = tuple(shared[0].structured_outputs[1] for _ in self.fold_models), None
+        else:
+            structure = self.predict_step(next(iterator))
+            first = tf.nest.flatten(structure)
+            if n_batches == 1:
+                return structure, self.metric_results()
+        remaining = n_batches - (first is not None)
         arrays = [
-            tf.TensorArray(t.dtype, size=n_batches - 1, infer_shape=False, element_shape=[None, *t.shape[1:]])
-            for t in first
+            tf.TensorArray(t.dtype, size=remaining, infer_shape=False, element_shape=[None, *t.shape[1:]])
+            for t in tf.nest.flatten(structure)
         ]
 
         def body(i, arrays):
             outputs = tf.nest.flatten(self.predict_step(next(iterator)))
             return i + 1, [a.write(i, t) for a, t in zip(arrays, outputs)]
 
-        _, arrays = tf.while_loop(lambda i, _: i < n_batches - 1, body, (tf.constant(0), arrays))
-        flat = [tf.concat([t, a.concat()], axis=0) for t, a in zip(first, arrays)]
+        _, arrays = tf.while_loop(lambda i, _: i < remaining, body, (tf.constant(0), arrays))
+        flat = [a.concat() for a in arrays]
+        if first is not None:
+            flat = [tf.concat([t, rest], axis=0) for t, rest in zip(first, flat)]
         return tf.nest.pack_sequence_as(structure, flat), self.metric_results()
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
