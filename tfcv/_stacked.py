@@ -633,6 +633,7 @@ def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoc
     weights = [[None if w is None else tf.constant(w) for w in source.fold_weights(k)] for k in folds]
 
     def gather(which):
+        @tf.autograph.experimental.do_not_convert  # see _fold_sources._plain
         def gather_rows(*indices):
             parts = [source.gather(i, w[which]) for i, w in zip(indices, weights)]
             return tuple(tuple(p[j] for p in parts) for j in range(len(parts[0])))
