@@ -752,8 +752,12 @@ def fit_folds(settings, todo, seeds, source, *, fold_cbs, plain_cbs, snapshots, 
     # Create every copy's metric variables now, so the copies share one
     # traced step (see _StackedFolds._shared_step).
     xs, ys = val.element_spec[:2]
-    for i, model in enumerate(models):
-        build_metrics(model, (xs[i], ys[i]))
+    specs = [(xs[i], ys[i]) for i in range(len(models))]
+    if all(spec == specs[0] for spec in specs):
+        _compat.symbolic_build_alike(models, specs[0])
+    else:
+        for model, spec in zip(models, specs):
+            build_metrics(model, spec)
     stacked = _StackedFolds(models, active=active)
     extra = fault_injection()
     everything = fold_cbs + extra + [cb for cbs in own for cb in cbs]
