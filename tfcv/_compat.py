@@ -136,15 +136,18 @@ def symbolic_build_alike(models: list, batch_spec: Any) -> None:
             and all(layer.built for layer in model._flatten_layers())
             and getattr(model, "_compile_metrics", None) is not None
         )
-        if not alike:
+        try:
+            if not alike:
+                raise LookupError("not built alike")
+            if not model._compile_metrics.built:
+                backend.compute_output_spec(model.compute_metrics, x, y, y_pred, sample_weight=sample_weight)
+            if model._compile_loss is not None and not model._compile_loss.built:
+                backend.compute_output_spec(
+                    model._compute_loss, x, y, y_pred, sample_weight=sample_weight, training=False
+                )
+        except Exception:  # noqa: BLE001 - Keras' own build says what went wrong, or builds at the first trace
             symbolic_build(model, batch_spec)
             continue
-        if not model._compile_metrics.built:
-            backend.compute_output_spec(model.compute_metrics, x, y, y_pred, sample_weight=sample_weight)
-        if model._compile_loss is not None and not model._compile_loss.built:
-            backend.compute_output_spec(
-                model._compute_loss, x, y, y_pred, sample_weight=sample_weight, training=False
-            )
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model._post_build()
