@@ -587,6 +587,11 @@ def test_host_header_is_checked_and_no_cors_by_default(server):
     assert rebound.status_code == 403
     assert "attacker.example" in rebound.json()["error"]
     assert httpx.get(url, headers={"Host": "localhost"}).status_code == 200
+    # :predict takes a route of its own (no Starlette); the check holds there too.
+    body = {"instances": [_image()]}
+    rebound = httpx.post(f"{url}:predict", json=body, headers={"Host": "attacker.example"})
+    assert rebound.status_code == 403 and "attacker.example" in rebound.json()["error"]
+    assert httpx.post(f"{url}:predict", json=body, headers={"Host": "localhost"}).status_code == 200
     response = httpx.get(url, headers={"Origin": "https://evil.example"})
     assert response.status_code == 200
     assert not any(h.lower().startswith("access-control-") for h in response.headers)
