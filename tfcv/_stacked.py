@@ -651,7 +651,9 @@ def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoc
         chunks = np.array_split(v, n_batches)
         ragged = tf.RaggedTensor.from_row_lengths(np.concatenate(chunks), [len(c) for c in chunks])
         parts.append(tf.data.Dataset.from_tensor_slices(ragged))
-    val = tf.data.Dataset.zip(tuple(parts)).map(gather(1)).prefetch(tf.data.AUTOTUNE)
+    # One batch ahead: the validation iterator is kept through training (see
+    # _StackedFolds._validation_pass), and so would a deeper buffer be.
+    val = tf.data.Dataset.zip(tuple(parts)).map(gather(1)).prefetch(1)
     return train, steps, val
 
 
@@ -689,7 +691,7 @@ def stream_datasets(fold_data, folds, *, mixers, val_batch_size, initial_epoch=0
         lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements))
     )
     # Unbatching loses the length; Keras would warn that validation "ran out of data".
-    val = val.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(tf.data.AUTOTUNE)
+    val = val.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(1)
     return train, steps, val
 
 
