@@ -6,11 +6,13 @@ train step runs each fold model's own `train_step` (own weights, optimizer
 state and metrics) on that fold's batch; once a fold stops, the steps are
 gated by a per-fold `active` flag so that a stopped fold trains no more. The
 folds' steps are independent ops of one graph, so TensorFlow runs them
-concurrently, and a whole epoch runs as one `steps_per_execution` call.
+concurrently, and a whole epoch runs as one call of tfcv's own step loop
+(`_StackedFolds._make_train_function`).
 
 Validation is one pass that does what `evaluate` and `predict` would do in
 two: every copy's compiled metrics are updated and its predictions kept
-(`_StackedFolds.validate`). The last epoch's pass is therefore also the
+(`_StackedFolds.validate`), in one traced call over an iterator kept from
+pass to pass (`_validation_pass`). The last epoch's pass is therefore also the
 folds' final scores, unless a callback changed a copy's weights after it
 (restoring the best weights, an optimizer's moving average): then the pass
 runs once more.
