@@ -299,9 +299,10 @@ def _flat_parameters(fn, signature_def) -> tuple | None:
 
     Calling a signature by keyword binds the arguments to its
     `FunctionType` on every call, about 40 us of Python (a tenth of a
-    one-row call of a small CNN, measured); `_call_flat` takes the tensors
-    in parameter order instead. `None` (keyword calls) when this TensorFlow
-    has no `_call_flat` or a parameter is not one tensor per input.
+    one-row call of a small CNN, measured); `_compat.call_with_captures`
+    takes the tensors in parameter order instead. `None` (keyword calls)
+    when this TensorFlow cannot (`_compat.can_call_with_captures`) or a
+    parameter is not one tensor per input.
     """
     specs = [(p.name, p.annotation) for p in fn.function_type.parameters.values()]
     if {name for name, _ in specs} != set(signature_def.inputs) or not all(
@@ -309,7 +310,7 @@ def _flat_parameters(fn, signature_def) -> tuple | None:
     ):
         return None
     if not _compat.can_call_with_captures(fn):
-        logger.warning("This TensorFlow has no ConcreteFunction._call_flat; signatures are called by keyword, "
+        logger.warning("This TensorFlow cannot call a signature with flat tensors; signatures are called by keyword, "
                        "about 40 us slower per model call.")
         return None
     return fn, specs
