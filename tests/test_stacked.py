@@ -517,16 +517,16 @@ def test_auto_says_which_strategy_it_chose_and_why(tiny_xy_small):
 
 
 def test_auto_trains_sequentially_when_the_copies_would_not_fit_in_memory():
-    from tfcv import _stacked
+    from tfcv import _stacking
 
     inputs = keras.Input((2048, 2048, 3))
     h = keras.layers.Conv2D(64, 3, padding="same")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h)))
     model.compile("adam", "sparse_categorical_crossentropy")
-    needed = _stacked.memory_estimate(model, 5, 32)
+    needed = _stacking.memory_estimate(model, 5, 32)
     # 5 copies x 32 images x 2048x2048x64 float32 feature maps, three times over.
     assert needed >= 5 * 32 * 2048 * 2048 * 64 * 4 * 3
-    available = _stacked.available_memory()
+    available = _stacking.available_memory()
     assert available is not None and needed > available // 2
     strategy, reason = tfcv.CrossValidator(tiny_classifier, strategy="auto")._choose_strategy(model, 5, 32, None, None)
     assert strategy == "sequential"

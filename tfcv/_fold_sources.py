@@ -46,7 +46,7 @@ def fold_source(folds, x, y, groups, *, seed, batch_size, pipeline, sample_weigh
                         class_weight=class_weight)
 
 
-def _plain(function):
+def without_autograph(function):
     """`function` for `Dataset.map`, left as it is by AutoGraph. The gathering
     functions have no Python control flow on tensors; converting one cost
     about 35 ms each time a pipeline was made (twice a fold)."""
@@ -244,7 +244,7 @@ class _ArraySource:
         rows = np.arange(self.n_samples)
         train = (
             tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows), seed=int(seed), reshuffle_each_iteration=True)
-            .batch(self.batch_size).repeat().map(_plain(lambda i: self.gather(i, weights)), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(self.batch_size).repeat().map(without_autograph(lambda i: self.gather(i, weights)), num_parallel_calls=tf.data.AUTOTUNE)
         )
         return _FoldData(
             train=train.prefetch(tf.data.AUTOTUNE), steps=max(1, -(-len(rows) // self.batch_size)), validation=None,
@@ -261,10 +261,10 @@ class _ArraySource:
         train = validation = None
         if pipelines:
             train_t, val_t = (None if w is None else tf.constant(w) for w in (train_w, val_w))
-            train = self.train_indices(k, seed).map(_plain(lambda i: self.gather(i, train_t)), num_parallel_calls=tf.data.AUTOTUNE)
+            train = self.train_indices(k, seed).map(without_autograph(lambda i: self.gather(i, train_t)), num_parallel_calls=tf.data.AUTOTUNE)
             train = train.prefetch(tf.data.AUTOTUNE)
             validation = tf.data.Dataset.from_tensor_slices(np.asarray(val_idx)).batch(max(self.batch_size, 256))
-            validation = validation.map(_plain(lambda i: self.gather(i, val_t)))
+            validation = validation.map(without_autograph(lambda i: self.gather(i, val_t)))
             if self.cache_validation:
                 validation = validation.cache()
             validation = validation.prefetch(tf.data.AUTOTUNE)
@@ -275,7 +275,7 @@ class _ArraySource:
             val_weights=None if val_w is None else val_w[val_idx],
             train_rows=lambda: (
                 tf.data.Dataset.from_tensor_slices(np.asarray(train_idx)).batch(max(self.batch_size, 256))
-                .map(_plain(lambda i: self.gather(i)[0])).prefetch(tf.data.AUTOTUNE), self.y[train_idx],
+                .map(without_autograph(lambda i: self.gather(i)[0])).prefetch(tf.data.AUTOTUNE), self.y[train_idx],
                 None if val_w is None else val_w[train_idx],
             ),
         )

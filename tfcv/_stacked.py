@@ -25,8 +25,6 @@ EarlyStopping, ModelCheckpoint and the fold-aware callbacks behave per fold.
 from __future__ import annotations
 
 import functools
-import math
-import os
 import time
 from collections.abc import Sequence
 
@@ -45,79 +43,13 @@ from tfcv._fold import (
     state_variables,
     weights_digest,
 )
-from tfcv._fold_sources import _ArraySource, batches_per_pass
+from tfcv._fold_sources import _ArraySource
 from tfcv._run_dir import FoldCheckpoint, _merge_history
+from tfcv._stacked_data import array_datasets, stream_datasets
 from tfcv.callbacks import any_needs_batch_hooks, fold_copy, keras_states
 from tfcv.metrics import scalar_scores
 
 _PREFIX = "fold{}:"
-
-
-def stacking_problem(model: keras.Model) -> str | None:
-    """Why `model` cannot be trained as one copy among others in a stacked
-    graph, or `None` when it can."""
-    if type(model).fit is not keras.Model.fit:
-        return f"{type(model).__name__} overrides fit(), which a stacked graph never calls"
-    for layer in _compat.flatten_layers(model, include_self=False):
-        if getattr(layer, "stateful", False):
-            return (
-                f"layer {layer.name!r} ({type(layer).__name__}) is stateful: its state carries from one "
-                "batch to the next, which interleaved folds cannot keep apart"
-            )
-    return None
-
-
-def memory_estimate(model: keras.Model, n_folds: int, batch_size: int) -> int:
-    """Bytes that `n_folds` copies of `model` need side by side while they
-    train: per copy its variables four times over (weights, gradients and
-    two optimizer slots, as Adam keeps) and, per training batch, every
-    layer's output three times over (forward, backward, scratch). An
-    estimate to choose a strategy by, not a measurement."""
-    weights = sum(int(np.prod(v.shape)) * _itemsize(v.dtype) for v in model.variables)
-    activations = 0
-    for layer in model.layers:
-        try:
-            outputs = layer.output
-        except (AttributeError, ValueError):  # a layer called more than once, or never
-            continue
-        for output in outputs if isinstance(outputs, (list, tuple)) else [outputs]:
-            shape = getattr(output, "shape", None)
-            if shape is not None and all(d is not None for d in shape[1:]):
-                activations += int(np.prod(shape[1:])) * _itemsize(output.dtype)
-    return int(n_folds * (4 * weights + 3 * activations * batch_size))
-
-
-def _itemsize(dtype) -> int:
-    """Bytes per element of `dtype`; a string element counts as TensorFlow's
-    string header (32 bytes), its text aside."""
-    try:
-        return np.dtype(dtype).itemsize
-    except TypeError:
-        return 32
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to this process (Linux' MemAvailable, or
-    the free physical pages), or `None` when unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def format_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 class _StackedFolds(keras.Model):
@@ -609,104 +541,6 @@ class _FoldDispatcher(keras.callbacks.Callback):
         # What Model.fit does last (exponential moving averages, ...).
         if isinstance(model.optimizer, keras.optimizers.Optimizer):
             model.optimizer.finalize_variable_values(model.trainable_weights)
-
-
-# ------------------------------------------------------------------ data
-
-
-def array_datasets(source, folds, seeds, *, val_batch_size, mixers, initial_epoch=0):
-    """Stacked training and validation datasets of in-memory arrays (a
-    `crossval._ArraySource`).
-
-    Every copy draws its batches from its own fold's training indices,
-    reshuffled each pass with the fold's seed; an epoch is as many steps as
-    the largest training split needs, so a copy whose split is smaller starts
-    its next pass a little early. Validation gives every copy the same number
-    of batches over its whole held-out split.
-
-    Returns:
-        `(train_ds, steps_per_epoch, val_ds)`.
-    """
-    import tensorflow as tf
-
-    steps = max(math.ceil(len(source.plan.folds[k][0]) / source.batch_size) for k in folds)
-    streams = [source.train_indices(k, seeds[k]) for k in folds]
-
-    weights = [[None if w is None else tf.constant(w) for w in source.fold_weights(k)] for k in folds]
-
-    def gather(which):
-        @tf.autograph.experimental.do_not_convert  # see _fold_sources._plain
-        def gather_rows(*indices):
-            parts = [source.gather(i, w[which]) for i, w in zip(indices, weights)]
-            return tuple(tuple(p[j] for p in parts) for j in range(len(parts[0])))
-        return gather_rows
-
-    train = tf.data.Dataset.zip(tuple(streams)).map(gather(0), num_parallel_calls=tf.data.AUTOTUNE)
-    # A resumed run skips the epochs done after mixing, so that the mixers
-    # have drawn for those batches as in an uninterrupted run.
-    train = _mixed(train, mixers).skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)
-
-    vals = [np.asarray(source.plan.folds[k][1]) for k in folds]
-    n_batches = max(math.ceil(len(v) / val_batch_size) for v in vals)
-    parts = []
-    for v in vals:
-        chunks = np.array_split(v, n_batches)
-        ragged = tf.RaggedTensor.from_row_lengths(np.concatenate(chunks), [len(c) for c in chunks])
-        parts.append(tf.data.Dataset.from_tensor_slices(ragged))
-    # One batch ahead: the validation iterator is kept through training (see
-    # _StackedFolds._validation_pass), and so would a deeper buffer be.
-    val = tf.data.Dataset.zip(tuple(parts)).map(gather(1)).prefetch(1)
-    return train, steps, val
-
-
-def stream_datasets(fold_data, folds, *, mixers, val_batch_size, initial_epoch=0):
-    """Stacked datasets from per-fold batched `tf.data` pipelines (TFDS plans
-    and `fold -> (train_ds, val_ds)` callables)."""
-    import tensorflow as tf
-
-    # (A training dataset that repeats forever was refused when its fold was read.)
-    counts = [batches_per_pass(data.train, k) for k, data in zip(folds, fold_data)]
-    steps = max(counts)
-    streams = [data.train.repeat() for data in fold_data]
-    train = tf.data.Dataset.zip(tuple(streams)).map(
-        lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    train = _mixed(train, mixers).skip(initial_epoch * steps).prefetch(tf.data.AUTOTUNE)
-
-    n_batches = max(math.ceil(data.n_val / val_batch_size) for data in fold_data)
-    parts = []
-    for data in fold_data:
-        size = max(1, math.ceil(data.n_val / n_batches))
-        rows = data.validation.unbatch()
-        part = rows.batch(size)
-        missing = n_batches - math.ceil(data.n_val / size)
-        if missing > 0:
-            # Zip stops at the shortest part: pad with empty batches.
-            empty = tf.nest.map_structure(
-                lambda spec: tf.zeros([0] + [d if d is not None else 1 for d in spec.shape], spec.dtype),
-                rows.element_spec,
-            )
-            part = part.concatenate(tf.data.Dataset.from_tensors(empty).repeat(missing))
-        parts.append(part)
-    val = tf.data.Dataset.zip(tuple(parts)).map(
-        lambda *elements: (tuple(e[0] for e in elements), tuple(e[1] for e in elements))
-    )
-    # Unbatching loses the length; Keras would warn that validation "ran out of data".
-    val = val.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(1)
-    return train, steps, val
-
-
-def _mixed(train, mixers):
-    if not any(m is not None for m in mixers):
-        return train
-    import tensorflow as tf
-
-    def mix(xs, ys, *rest):
-        pairs = [m(x, y) if m is not None else (x, y) for m, x, y in zip(mixers, xs, ys)]
-        return (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), *rest)
-
-    return train.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------- the driver

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcv import _checks, _compat, _parallel, _sequential, _stacked
+from tfcv import _checks, _compat, _parallel, _sequential, _stacked, _stacking
 from tfcv._fold import FoldSettings, build_fold_model, fold_seeds, refit_result
 from tfcv._fold_sources import fold_source
 from tfcv._run_dir import _RunStore, model_fingerprint, weights_fingerprint
@@ -343,7 +343,7 @@ class CrossValidator:
                     f"with {'n_jobs=' + repr(n_jobs) if parallel else 'distribute=' + repr(distribute)}. "
                     "Use strategy='sequential' with n_jobs or distribute."
                 )
-            problem = _stacked.stacking_problem(model)
+            problem = _stacking.stacking_problem(model)
             if problem is not None:
                 raise ValueError(
                     f"The model cannot be stacked: {problem}. Use strategy='sequential' (or strategy='auto', "
@@ -354,15 +354,15 @@ class CrossValidator:
             return "sequential", f"n_jobs={n_jobs} trains the folds in joblib workers"
         if distribute is not None:
             return "sequential", "distribute= spreads each fold over replicas"
-        problem = _stacked.stacking_problem(model)
+        problem = _stacking.stacking_problem(model)
         if problem is not None:
             # No warning: 'auto' is the default, and falling back is what it
             # is for. The reason is in the run's info and progress output.
             return "sequential", f"the model cannot be stacked: {problem}"
-        needed, available = _stacked.memory_estimate(model, n_folds, batch_size), _stacked.available_memory()
+        needed, available = _stacking.memory_estimate(model, n_folds, batch_size), _stacking.available_memory()
         fits = available is None or needed <= available // 2
-        where = f"about {_stacked.format_bytes(needed)} for {n_folds} copies" + (
-            f", {_stacked.format_bytes(available)} available" if available is not None else ""
+        where = f"about {_stacking.format_bytes(needed)} for {n_folds} copies" + (
+            f", {_stacking.format_bytes(available)} available" if available is not None else ""
         )
         if not fits:
             return "sequential", f"the {n_folds} fold models side by side would not fit in memory ({where})"
