@@ -46,7 +46,7 @@ from tfcv._fold import (
 from tfcv._fold_sources import _ArraySource
 from tfcv._run_dir import FoldCheckpoint, _merge_history
 from tfcv._stacked_data import array_datasets, stream_datasets
-from tfcv.callbacks import any_needs_batch_hooks, fold_copy, keras_states
+from tfcv.callbacks import any_needs_batch_hooks, fold_copy, keras_states, overrides_any
 from tfcv.metrics import scalar_scores
 
 _PREFIX = "fold{}:"
@@ -132,9 +132,8 @@ class _StackedFolds(keras.Model):
         def train_function(iterator):
             logs = function(iterator)
             if logs is None:  # traced once: the steps' logs have no fixed shape
-                super(_StackedFolds, self).make_train_function(force=True)
-                self.train_function = _compat.without_graph_rewrites(self.train_function)
-                return self.train_function(iterator)
+                keras_loop = functools.partial(keras.Model.make_train_function, self)
+                return self._make_function_without_rewrites("train_function", keras_loop, True)(iterator)
             return logs
 
         self.train_function = train_function
@@ -174,7 +173,11 @@ class _StackedFolds(keras.Model):
         """
         if callbacks is not None:
             callbacks.on_test_begin()
-        traced = None if callbacks is not None and _wants_test_batches(callbacks) else self._validation_pass(dataset)
+        # A callback that acts on test batches sees them through Keras' predict.
+        wants_batches = callbacks is not None and any(
+            overrides_any(cb, ("on_test_batch_begin", "on_test_batch_end")) for cb in callbacks.callbacks
+        )
+        traced = None if wants_batches else self._validation_pass(dataset)
         if traced is None:
             self.reset_metrics()
             hooks = [] if callbacks is None else [_TestHooks(callbacks, self)]
@@ -373,15 +376,6 @@ _STEPS = {
     "train_step": lambda model, batch: model.train_step(batch),
     "validation_step": validation_step,
 }
-
-
-def _wants_test_batches(callbacks) -> bool:
-    """Whether a callback in the `CallbackList` acts on test batches."""
-    return any(
-        getattr(type(cb), hook) is not getattr(keras.callbacks.Callback, hook)
-        for cb in callbacks.callbacks
-        for hook in ("on_test_batch_begin", "on_test_batch_end")
-    )
 
 
 class _TestHooks(keras.callbacks.Callback):

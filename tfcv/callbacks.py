@@ -221,7 +221,12 @@ def _needs_batch_hooks(cb: keras.callbacks.Callback) -> bool:
     for cls, epoch_level in _EPOCH_LEVEL.items():
         if isinstance(cb, cls):
             return not epoch_level(cb)
-    return any(getattr(type(cb), hook) is not getattr(keras.callbacks.Callback, hook) for hook in _BATCH_HOOKS)
+    return overrides_any(cb, _BATCH_HOOKS)
+
+
+def overrides_any(cb: keras.callbacks.Callback, hooks) -> bool:
+    """Whether `cb`'s class overrides any of the Keras callback `hooks`."""
+    return any(getattr(type(cb), hook) is not getattr(keras.callbacks.Callback, hook) for hook in hooks)
 
 
 _KERAS_HOOKS = (
