@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -79,6 +80,47 @@ def test_unpicklable_build_fn_is_refused_with_the_fix(data):
 
     with pytest.raises(TypeError, match="cannot be pickled.*module-level function or a tfcv.ModelBuilder"):
         tfcv.CrossValidator(build, folds=2).fit(x, y, epochs=1, verbose=0, n_jobs=2)
+
+
+@pytest.mark.slow
+def test_local_workers_start_tensorflow_quietly_and_keep_real_messages():
+    # A worker's own stderr, so a fresh process: pytest's capture would not reach a reused worker.
+    script = textwrap.dedent(
+        """
+        import os, warnings
+        import joblib
+        from tfcv._parallel import _worker_start
+
+        def work(k):
+            import tensorflow  # noqa: F401
+            warnings.warn(f"a real warning from task {k}")
+            os.write(2, f"E0000 00:00:1.0 1 kernel.cc:9] a real error from task {k}\\n".encode())
+
+        backend, _ = joblib.parallel.get_active_backend()
+        joblib.Parallel(n_jobs=2, **_worker_start(backend))(joblib.delayed(work)(k) for k in range(2))
+        """
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not re.search(r"^[IW]\d{4} |absl::InitializeLog|cudart_stub|oneDNN|cuInit", proc.stderr, re.M), proc.stderr
+    for k in range(2):
+        assert f"UserWarning: a real warning from task {k}" in proc.stderr
+        assert f"kernel.cc:9] a real error from task {k}" in proc.stderr
+
+
+def test_a_backends_own_worker_initializer_is_kept():
+    import joblib
+
+    from tfcv._parallel import _worker_start
+    from tfcv._tf_startup import start_tensorflow
+
+    with joblib.parallel_backend("loky"):
+        assert _worker_start(joblib.parallel.get_active_backend()[0]) == {"initializer": start_tensorflow}
+    with joblib.parallel_backend("loky", initializer=print):
+        assert _worker_start(joblib.parallel.get_active_backend()[0]) == {}
+    with joblib.parallel_backend("threading"):
+        assert _worker_start(joblib.parallel.get_active_backend()[0]) == {}
 
 
 @pytest.mark.parametrize(("n_jobs", "match"), [(0, "n_jobs=0"), (-3, "n_jobs=-3"), (1.5, "n_jobs=1.5")])

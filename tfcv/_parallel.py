@@ -5,7 +5,9 @@ same per-fold function (`tfcv._fold.fit_and_score`) in a joblib worker of
 the active backend (local processes by default; Ray, Dask or Spark inside
 `joblib.parallel_backend(...)`). A worker returns plain data (weights,
 optimizer state, scores, predictions, history), never a pickled model; the
-parent rebuilds each fold's model and publishes it. `joblib_backend` sets
+parent rebuilds each fold's model and publishes it. Local workers start
+TensorFlow through `tfcv._tf_startup`, so that its startup log lines stay
+off stderr as they do in the `tfcv` command. `joblib_backend` sets
 up the backends tfcv's command line offers (local processes, Ray).
 """
 
@@ -15,6 +17,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from tfcv._tf_startup import start_tensorflow
 
 if TYPE_CHECKING:
     from tfcv._fold import FoldSettings
@@ -54,7 +58,7 @@ def fit_folds(settings: FoldSettings, todo, seeds, source, *, fold_cbs, plain_cb
     backend, _ = joblib.parallel.get_active_backend()
     return_as = "generator_unordered" if getattr(backend, "supports_return_generator", False) else "list"
     trained = {}
-    for k, payload in joblib.Parallel(n_jobs=n_jobs, return_as=return_as)(tasks):
+    for k, payload in joblib.Parallel(n_jobs=n_jobs, return_as=return_as, **_worker_start(backend))(tasks):
         model = build_fold_model(settings.build_fn, seeds[k])
         model.set_weights(payload.pop("weights"))
         # The optimizer's state too, so that the saved fold model is whole.
@@ -65,6 +69,20 @@ def fit_folds(settings: FoldSettings, todo, seeds, source, *, fold_cbs, plain_cb
         publish_fold(k, outcome, store, fold_cbs)
         trained[k] = outcome
     return trained
+
+
+def _worker_start(backend) -> dict:
+    """The `joblib.Parallel` arguments that make a local process start
+    TensorFlow quietly (`tfcv._tf_startup`) before its first task: unpickling
+    a task imports Keras, so TensorFlow's startup log lines would come out
+    unfiltered in every worker. A backend set up with its own initializer
+    keeps it; other backends' workers log where their cluster sends it."""
+    import joblib
+
+    loky = joblib.parallel.BACKENDS.get("loky")
+    if loky is None or not isinstance(backend, loky) or "initializer" in backend.backend_kwargs:
+        return {}
+    return {"initializer": start_tensorflow}
 
 
 def _fit_fold_in_worker(settings: FoldSettings, k, seed, source, callbacks, backup_dir, threads):

@@ -2,9 +2,10 @@
 
 It parses and calls the library, nothing else, and imports the library only
 in the command that needs it: `tfcv --help` loads neither TensorFlow nor the
-server. A command starts TensorFlow itself, first, to keep the log lines
-TensorFlow prints while it loads (below `TF_CPP_MIN_LOG_LEVEL`, `2` unless set)
-off stderr.
+server. A command starts TensorFlow itself, first (`tfcv._tf_startup`), to
+keep the log lines TensorFlow prints while it loads (below
+`TF_CPP_MIN_LOG_LEVEL`, `2` unless set) off stderr; `n_jobs` workers start it
+the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
+
+from tfcv._tf_startup import start_tensorflow
 
 __all__ = ["main"]
 
@@ -468,7 +471,7 @@ def _compare_command(args: argparse.Namespace) -> int:
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     # The server package imports TensorFlow: start it first, quietly.
-    _start_tensorflow()
+    start_tensorflow()
     from tfcv.serving.server import add_arguments
 
     add_arguments(parser)
@@ -552,90 +555,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # Every command trains, loads or serves models.
-    _start_tensorflow()
+    start_tensorflow()
     with warnings.catch_warnings():
         # A warning for a person at a terminal is one line, not Python's two
         # (catch_warnings puts Python's own display back afterwards).
         warnings.showwarning = _show_warning
         return _handle(args)
-
-
-# TensorFlow 2.21 logs while its libraries load, before it reads
-# TF_CPP_MIN_LOG_LEVEL (oneDNN's and the CUDA stub's INFO lines, and absl's
-# notice that they come before absl::InitializeLog()), so that variable cannot
-# silence them; and on a machine without a CUDA driver, the cuInit failure that
-# follows is logged as an ERROR. While TensorFlow starts, stderr goes through
-# this filter: it drops the log lines below TF_CPP_MIN_LOG_LEVEL, absl's notice
-# with them, and the cuInit failure once the stub has said there is no driver;
-# everything else passes. A child process rather than a thread, so that what
-# TensorFlow says before aborting (a FATAL line) still gets out.
-_STARTUP_FILTER = r"""
-import re, sys
-level = int(sys.argv[1])
-log = re.compile(rb"([IWEF])\d{4} [\d:.]+ +\d+ [^\]]+\] |\d{4}-\d\d-\d\d [\d:.]+: ([IWEF]) ")
-no_driver = False
-for line in sys.stdin.buffer:
-    match = log.match(line)
-    severity = match and (match.group(1) or match.group(2)).decode()
-    no_driver = no_driver or (severity == "I" and b"Could not find cuda drivers" in line)
-    if (
-        (severity and "IWEF".index(severity) < level)
-        or (level and line.startswith(b"WARNING: All log messages before absl::InitializeLog()"))
-        or (no_driver and severity == "E" and b"failed call to cuInit" in line)
-    ):
-        continue
-    sys.stdout.buffer.write(line)
-    sys.stdout.buffer.flush()
-"""
-
-
-def _startup_filter_command(level: int) -> list[str]:
-    return [sys.executable, "-I", "-S", "-c", _STARTUP_FILTER, str(level)]
-
-
-def _start_tensorflow() -> None:
-    """Imports TensorFlow and finds its devices, with the startup log lines
-    that TF_CPP_MIN_LOG_LEVEL does not reach filtered out of stderr (see
-    `_STARTUP_FILTER`)."""
-    if "tensorflow" in sys.modules:
-        return
-    try:
-        level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
-    except ValueError:
-        level = 0
-    if level <= 0:
-        import tensorflow  # noqa: F401
-
-        return
-    import subprocess
-
-    sys.stderr.flush()
-    saved = None
-    try:
-        saved = os.dup(2)
-        child = subprocess.Popen(_startup_filter_command(level), stdin=subprocess.PIPE, stdout=saved, stderr=saved)
-    except (OSError, ValueError):
-        # No stderr to filter, or no interpreter to filter it with.
-        if saved is not None:
-            os.close(saved)
-        import tensorflow  # noqa: F401
-
-        return
-    os.dup2(child.stdin.fileno(), 2)
-    child.stdin.close()
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    finally:
-        sys.stderr.flush()
-        # The child ends when the pipe's last writer (this fd 2) is gone.
-        os.dup2(saved, 2)
-        os.close(saved)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
