@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from tfcv.metrics import ClassAccuracy, ClassCrossentropy, predicted_classes, score_predictions
+from tfcv.metrics import (
+    ClassAccuracy,
+    ClassCrossentropy,
+    check_metric_labels,
+    predicted_classes,
+    score_predictions,
+)
 
 
 def test_class_loss_and_accuracy_take_integer_and_one_hot_labels():
@@ -122,3 +128,93 @@ def test_predicted_classes_thresholds_probabilities_at_half_and_logits_at_zero()
     np.testing.assert_array_equal(predicted_classes(np.array([[-1.0], [0.3], [2.0]])), [0, 1, 1])
     np.testing.assert_array_equal(predicted_classes(np.array([[0.1, 0.9], [3.0, -1.0]])), [1, 0])
     assert predicted_classes(np.array([[0.6]])).dtype == np.int64
+
+
+# ------------------------------------ compiled metrics against the labels
+
+
+def _compiled(units, metrics, loss="sparse_categorical_crossentropy", **kwargs):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(units, activation="softmax" if units > 1 else "sigmoid")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", loss, metrics=metrics, **kwargs)
+    return model
+
+
+_Y = np.arange(30) % 3
+_ONE_HOT = np.eye(3, dtype="float32")[_Y]
+
+
+@pytest.mark.parametrize(("metric", "match"), [
+    (keras.metrics.F1Score(), r"F1Score \(named 'f1_score'\) takes one-hot label rows of width 3.*leave the metric out"),
+    ("f1_score", r"y of shape \(30,\), integer class labels.*F1Score"),
+    (keras.metrics.FBetaScore(beta=2.0, average="macro"), "FBetaScore.*to_categorical\\(y, 3\\)"),
+    ("auc", r"AUC \(named 'auc'\)"),
+    (keras.metrics.Precision(class_id=1), "Precision"),
+    ("categorical_accuracy", r"keras.metrics.SparseCategoricalAccuracy\(\) instead"),
+    (keras.metrics.categorical_accuracy, "SparseCategoricalAccuracy"),
+    (keras.metrics.TopKCategoricalAccuracy(k=2), "SparseTopKCategoricalAccuracy"),
+    (keras.metrics.CategoricalCrossentropy(from_logits=True),
+     r"keras.metrics.SparseCategoricalCrossentropy\(from_logits=True\)"),
+])
+def test_a_metric_that_takes_label_rows_is_refused_with_integer_labels(metric, match):
+    model = _compiled(3, ["accuracy", metric])
+    with pytest.raises(ValueError, match=match):
+        check_metric_labels(model, _Y)
+    with pytest.raises(ValueError, match=r"y of shape \(30, 1\)"):
+        check_metric_labels(model, _Y.reshape(-1, 1))
+    # The labels they take.
+    check_metric_labels(_compiled(3, ["accuracy", metric], loss="categorical_crossentropy"), _ONE_HOT)
+
+
+def test_metrics_checked_wherever_compile_puts_them():
+    with pytest.raises(ValueError, match="fold 0's validation labels of shape.*AUC"):
+        check_metric_labels(_compiled(3, ["accuracy"], weighted_metrics=[keras.metrics.AUC()]), _Y,
+                            where="fold 0's validation labels")
+    with pytest.raises(ValueError, match="F1Score"):
+        check_metric_labels(_compiled(3, {"dense": [keras.metrics.F1Score()]}), _Y)
+
+
+def test_f1_of_one_output_unit_takes_labels_of_shape_n_by_1():
+    binary = _Y % 2
+    with pytest.raises(ValueError, match=r"shape \(n, 1\) for its one output unit. Pass y.reshape\(-1, 1\)"):
+        check_metric_labels(_compiled(1, [keras.metrics.F1Score()], loss="binary_crossentropy"), binary)
+    check_metric_labels(_compiled(1, [keras.metrics.F1Score()], loss="binary_crossentropy"), binary.reshape(-1, 1))
+    # Thresholded metrics take 0/1 labels of either shape against one unit.
+    check_metric_labels(_compiled(1, ["auc", "precision", "recall"], loss="binary_crossentropy"), binary)
+
+
+def test_a_sparse_metric_is_refused_with_label_rows():
+    with pytest.raises(ValueError, match=r"label rows.*SparseCategoricalAccuracy.*takes integer class labels.*"
+                                         r"keras.metrics.CategoricalAccuracy\(\)"):
+        check_metric_labels(_compiled(3, ["sparse_categorical_accuracy"], loss="categorical_crossentropy"), _ONE_HOT)
+
+
+class _OwnPrecision(keras.metrics.Precision):
+    """A subclass may take whatever labels it likes: not checked."""
+
+
+@pytest.mark.parametrize("metrics", [["accuracy", "acc", "crossentropy", "sparse_categorical_accuracy"],
+                                     [_OwnPrecision(), ClassAccuracy()], []])
+def test_metrics_that_take_integer_labels_or_are_not_keras_own_pass(metrics):
+    check_metric_labels(_compiled(3, metrics), _Y)
+
+
+# Strict: drop the marker in the commit that makes crossval.py call check_metric_labels.
+@pytest.mark.xfail(strict=True, reason="CrossValidator.fit does not call check_metric_labels yet (crossval.py)")
+def test_fit_refuses_f1_score_with_integer_labels_before_training(small_digits):
+    import tfcv
+
+    x, y = small_digits
+    built = []
+
+    def build():
+        inputs = keras.Input((8, 8, 1))
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy", keras.metrics.F1Score()])
+        built.append(model)
+        return model
+
+    with pytest.raises(ValueError, match=r"F1Score \(named 'f1_score'\) takes one-hot label rows of width 10"):
+        tfcv.CrossValidator(build, folds=2).fit(x, y, epochs=1, verbose=0)
+    assert all(int(model.optimizer.iterations) == 0 for model in built)

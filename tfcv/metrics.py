@@ -11,7 +11,7 @@ from keras import ops
 
 from tfcv.folds import class_labels
 
-__all__ = ["check_scoring", "predicted_classes", "score_predictions", "score_with"]
+__all__ = ["check_metric_labels", "check_scoring", "predicted_classes", "score_predictions", "score_with"]
 
 
 def score_predictions(y_true: Any, predictions: Any, task: str, *, sample_weight: Any = None) -> dict[str, float]:
@@ -205,6 +205,145 @@ def predicted_classes(predictions: Any) -> np.ndarray:
         threshold = 0.5 if (flat.min(initial=0) >= 0 and flat.max(initial=0) <= 1) else 0.0
         return (flat > threshold).astype("int64")
     return predictions.argmax(axis=-1)
+
+
+# ------------------------------------ compiled metrics against the labels
+
+# Keras metrics that compare y_true with the outputs column by column: with
+# integer class labels, (n,) or (n, 1), against C > 1 output units they fail
+# deep inside the first step ("FBetaScore expects 2D inputs") or broadcast the
+# labels over the C columns into a number that is silently wrong (each of them
+# measured with Keras 3.15). Each maps to the Keras metric that takes integer
+# labels, where there is one.
+_LABEL_ROW_METRICS = {
+    "CategoricalAccuracy": "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy": "SparseTopKCategoricalAccuracy",
+    "CategoricalCrossentropy": "SparseCategoricalCrossentropy",
+    **dict.fromkeys((
+        "F1Score", "FBetaScore", "Precision", "Recall", "AUC", "PrecisionAtRecall", "RecallAtPrecision",
+        "SensitivityAtSpecificity", "SpecificityAtSensitivity", "TruePositives", "TrueNegatives",
+        "FalsePositives", "FalseNegatives", "BinaryAccuracy", "BinaryCrossentropy", "CategoricalHinge",
+        "KLDivergence", "OneHotIoU", "OneHotMeanIoU",
+    )),
+}
+_SPARSE_METRICS = {sparse: dense for dense, sparse in _LABEL_ROW_METRICS.items() if sparse}
+# `compile` picks the binary, sparse or categorical variant of these names
+# from the shapes it sees.
+_SHAPE_CHOSEN = ("accuracy", "acc", "crossentropy", "ce")
+
+
+def check_metric_labels(model: keras.Model, labels: Any, *, where: str = "y") -> None:
+    """Checks that every Keras metric `model` is compiled with takes labels
+    of the format of `labels`, before any training.
+
+    Refused, with the metric and what it takes: a metric that compares the
+    labels with the outputs column by column (`F1Score`, `FBetaScore`,
+    `Precision`, `Recall`, `AUC`, `CategoricalAccuracy`, ...) against integer
+    class labels and more than one output unit; `F1Score` or `FBetaScore`
+    against labels of shape `(n,)` and one output unit (they take `(n, 1)`);
+    a sparse metric (`SparseCategoricalAccuracy`, ...) against label rows.
+    Metrics of a model with several outputs, metrics that are not Keras'
+    own (subclasses included) and `"accuracy"` (Keras picks its variant
+    from the shapes) are not checked.
+
+    Args:
+        model: A compiled `keras.Model`.
+        labels: The targets the model trains on, `(n,)` or `(n, width)`.
+        where: `str`. What messages call the labels (`"fold 0's validation
+            labels"` for streamed folds). Defaults to `"y"`.
+
+    Raises:
+        ValueError: For a metric the labels do not fit, with the label
+            format it takes and the sparse metric to use instead, if any.
+    """
+    units = _output_units(model)
+    labels = np.asarray(labels)
+    if units is None or labels.ndim not in (1, 2) or labels.dtype.kind not in "iubf":
+        return
+    integer = (labels.ndim == 1 or labels.shape[1] == 1) and bool(np.all(np.mod(labels, 1) == 0))
+    rows = labels.ndim == 2 and labels.shape[1] > 1
+    config = model.get_compile_config() or {}
+    for metric in _flat(config.get("metrics")) + _flat(config.get("weighted_metrics")):
+        found = _keras_metric(metric)
+        if found is None:
+            continue
+        name, metric_config = found
+        shown = f"{name} (named {metric_config.get('name', name)!r})"
+        received = f"Invalid value for argument `y`. Received: {where} of shape {labels.shape}"
+        if integer and units > 1 and name in _LABEL_ROW_METRICS:
+            sparse = _LABEL_ROW_METRICS[name]
+            if sparse:
+                logits = "from_logits=True" if metric_config.get("from_logits") else ""
+                instead = f"compile with keras.metrics.{sparse}({logits}) instead, which takes class indices"
+            else:
+                instead = ("leave the metric out: every fold reports scikit-learn's accuracy and macro precision, "
+                           "recall and f1 already, and `scoring=` takes any scikit-learn scorer ('f1_weighted', "
+                           "'roc_auc_ovr', ...)")
+            raise ValueError(
+                f"{received}, integer class labels. The model's metric {shown} takes one-hot label rows of width "
+                f"{units}, the model's output units, and compares them with the outputs column by column. Pass "
+                f"keras.utils.to_categorical(y, {units}) with a categorical loss, or {instead}."
+            )
+        if integer and units == 1 and labels.ndim == 1 and name in ("F1Score", "FBetaScore"):
+            raise ValueError(
+                f"{received}. The model's metric {shown} takes labels of shape (n, 1) for its one output unit. "
+                "Pass y.reshape(-1, 1)."
+            )
+        if rows and name in _SPARSE_METRICS:
+            raise ValueError(
+                f"{received}, label rows. The model's metric {shown} takes integer class labels. Pass "
+                f"y.argmax(axis=1) with a sparse loss, or compile with keras.metrics.{_SPARSE_METRICS[name]}() "
+                "instead, which takes label rows."
+            )
+
+
+def _output_units(model) -> int | None:
+    """The output units of a model with one output; `None` for several
+    outputs or an output not known before the model is called."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(outputs, (list, tuple)) or len(outputs) != 1:
+        return None
+    shape = tuple(getattr(outputs[0], "shape", None) or ())
+    if not shape:
+        return None
+    return 1 if len(shape) == 1 else shape[-1] if isinstance(shape[-1], int) else None
+
+
+def _flat(metrics) -> list:
+    """The metrics of a compile config (a list, per-output lists or dicts)."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, (list, tuple)):
+        return [m for value in metrics for m in _flat(value)]
+    if isinstance(metrics, dict) and "class_name" not in metrics:
+        return [m for value in metrics.values() for m in _flat(value)]
+    return [metrics]
+
+
+def _keras_metric(metric) -> tuple[str, dict] | None:
+    """The Keras class and config of a serialized compiled metric; `None`
+    for a metric that is not one of Keras' own or whose variant Keras picks."""
+    if isinstance(metric, dict):
+        if metric.get("class_name") == "function":
+            metric = metric.get("config")
+        elif metric.get("module") == "keras.metrics":
+            return metric.get("class_name"), dict(metric.get("config") or {})
+        else:
+            return None
+    if not isinstance(metric, str) or metric.lower() in _SHAPE_CHOSEN:
+        return None
+    try:
+        resolved = keras.metrics.get(metric)
+    except ValueError:
+        return None
+    kind = type(resolved)
+    if not isinstance(resolved, keras.metrics.Metric) or kind is not getattr(keras.metrics, kind.__name__, None):
+        return None
+    # Compiled under the name given, not the instance's uniquified one.
+    return kind.__name__, {**resolved.get_config(), "name": metric}
 
 
 # ------------------------------------------------- labels of any format
