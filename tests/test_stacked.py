@@ -531,3 +531,39 @@ def test_auto_trains_sequentially_when_the_copies_would_not_fit_in_memory():
     strategy, reason = tfcv.CrossValidator(tiny_classifier, strategy="auto")._choose_strategy(model, 5, 32, None, None)
     assert strategy == "sequential"
     assert reason.startswith("the 5 fold models side by side would not fit in memory (about ")
+
+
+
+def recording_test_batches(sink):
+    class PlainKeras(keras.callbacks.Callback):
+        def on_test_batch_end(self, batch, logs=None):
+            sink.append(("plain", None, batch, sorted(logs or {})))
+
+    class FoldAware(tfcv.callbacks.FoldCallback):
+        def on_test_batch_end(self, batch, logs=None):
+            sink.append(("fold", self.fold, batch, sorted(logs or {})))
+
+    return [PlainKeras(), FoldAware()]
+
+
+@pytest.mark.parametrize("strategy", ["stacked", "sequential"])
+def test_fold_callbacks_see_every_validation_batch_with_the_folds_logs(digits, strategy):
+    # 599 held-out rows a fold make three validation batches of at most 256;
+    # each fold's callbacks see them after every epoch, as Keras' evaluate
+    # calls them, with that fold's metrics so far.
+    x, y = digits
+    sink = []
+    result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=1, strategy=strategy).fit(
+        x, y, epochs=2, batch_size=64, verbose=0, callbacks=recording_test_batches(sink)
+    )
+    assert result.mean("accuracy") > 0.5
+    assert all(names == ["accuracy", "loss"] for *_, names in sink)
+    # A plain Keras callback runs as one copy per fold; the fold-aware one
+    # says which fold it is in.
+    plain = [batch for kind, _, batch, _ in sink if kind == "plain"]
+    assert sorted(plain) == [0] * 6 + [1] * 6 + [2] * 6
+    per_fold = {}
+    for kind, fold, batch, _ in sink:
+        if kind == "fold":
+            per_fold.setdefault(fold, []).append(batch)
+    assert per_fold == {k: [0, 1, 2, 0, 1, 2] for k in range(3)}

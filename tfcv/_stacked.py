@@ -46,7 +46,7 @@ from tfcv._fold import (
 from tfcv._fold_sources import _ArraySource
 from tfcv._run_dir import FoldCheckpoint, _merge_history
 from tfcv._stacked_data import array_datasets, stream_datasets
-from tfcv.callbacks import any_needs_batch_hooks, fold_copy, keras_states, overrides_any
+from tfcv.callbacks import TEST_BATCH_HOOKS, any_needs_batch_hooks, fold_copy, keras_states
 from tfcv.metrics import scalar_scores
 
 _PREFIX = "fold{}:"
@@ -174,9 +174,7 @@ class _StackedFolds(keras.Model):
         if callbacks is not None:
             callbacks.on_test_begin()
         # A callback that acts on test batches sees them through Keras' predict.
-        wants_batches = callbacks is not None and any(
-            overrides_any(cb, ("on_test_batch_begin", "on_test_batch_end")) for cb in callbacks.callbacks
-        )
+        wants_batches = callbacks is not None and any_needs_batch_hooks(callbacks.callbacks, TEST_BATCH_HOOKS)
         traced = None if wants_batches else self._validation_pass(dataset)
         if traced is None:
             self.reset_metrics()
@@ -494,8 +492,18 @@ class _FoldDispatcher(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._each_running("on_train_batch_end", batch, logs=logs)
 
+    def needs_batch_hooks(self, hooks) -> bool:
+        everything = self.fold_callbacks + [cb for cbs in self.own_callbacks for cb in cbs]
+        return any_needs_batch_hooks(everything, hooks)
+
     def on_test_begin(self, logs=None):
         self._each_running("on_test_begin", logs=logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._each_running("on_test_batch_begin", batch, logs=logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._each_running("on_test_batch_end", batch, logs=None if logs is None else scalar_scores(logs))
 
     def on_test_end(self, logs=None):
         self._each_running("on_test_end", logs=None if logs is None else scalar_scores(logs))

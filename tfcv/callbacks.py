@@ -139,7 +139,7 @@ class FoldProgress(FoldCallback):
     def on_train_begin(self, logs=None):
         self._steps = self.params.get("steps") if self.params else None
 
-    def needs_batch_hooks(self) -> bool:
+    def needs_batch_hooks(self, hooks) -> bool:
         # Redrawing once per epoch is enough when batches run in one call.
         return False
 
@@ -201,7 +201,8 @@ def _format_logs(logs: dict[str, Any], names: list[str]) -> str:
     return " ".join(parts)
 
 
-_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+TEST_BATCH_HOOKS = ("on_test_batch_begin", "on_test_batch_end")
+BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end", *TEST_BATCH_HOOKS)
 
 # Keras callbacks that override the batch hooks but only act on them when
 # asked to act per batch.
@@ -212,16 +213,21 @@ _EPOCH_LEVEL = {
 }
 
 
-def _needs_batch_hooks(cb: keras.callbacks.Callback) -> bool:
-    """Whether `cb` must see every training batch. When no callback does, the
-    cross-validator runs a whole epoch per `steps_per_execution` call (one
-    graph call instead of one per batch)."""
+def _needs_batch_hooks(cb: keras.callbacks.Callback, hooks=BATCH_HOOKS) -> bool:
+    """Whether `cb` must see every training or validation batch (every call
+    of one of `hooks`). When no callback does, the cross-validator runs a
+    whole epoch per `steps_per_execution` call (one graph call instead of
+    one per batch), and Keras then calls the batch hooks once per call.
+
+    A callback may answer for itself with a `needs_batch_hooks(hooks)`
+    method (the progress bar redraws once per epoch; a per-fold wrapper
+    answers for the Keras callback it wraps)."""
     if hasattr(cb, "needs_batch_hooks"):
-        return bool(cb.needs_batch_hooks())
+        return bool(cb.needs_batch_hooks(hooks))
     for cls, epoch_level in _EPOCH_LEVEL.items():
         if isinstance(cb, cls):
             return not epoch_level(cb)
-    return overrides_any(cb, _BATCH_HOOKS)
+    return overrides_any(cb, hooks)
 
 
 def overrides_any(cb: keras.callbacks.Callback, hooks) -> bool:
@@ -263,8 +269,8 @@ class _PerFoldKerasCallback(FoldCallback):
         """The Keras callback of fold `fold` (`None` before the fold begins)."""
         return self.__dict__.get("_inners", {}).get(fold)
 
-    def needs_batch_hooks(self) -> bool:
-        return _needs_batch_hooks(self._make(0))
+    def needs_batch_hooks(self, hooks) -> bool:
+        return _needs_batch_hooks(self._make(0), hooks)
 
     def set_params(self, params):
         super().set_params(params)
@@ -521,5 +527,7 @@ def keras_states(callbacks, fold: int) -> list:
     return states
 
 
-def any_needs_batch_hooks(callbacks) -> bool:
-    return any(_needs_batch_hooks(cb) for cb in callbacks)
+def any_needs_batch_hooks(callbacks, hooks=BATCH_HOOKS) -> bool:
+    """Whether any of `callbacks` must see every call of one of the batch
+    `hooks` (`TEST_BATCH_HOOKS`: every validation batch)."""
+    return any(_needs_batch_hooks(cb, hooks) for cb in callbacks)
