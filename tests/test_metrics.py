@@ -200,8 +200,6 @@ def test_metrics_that_take_integer_labels_or_are_not_keras_own_pass(metrics):
     check_metric_labels(_compiled(3, metrics), _Y)
 
 
-# Strict: drop the marker in the commit that makes crossval.py call check_metric_labels.
-@pytest.mark.xfail(strict=True, reason="CrossValidator.fit does not call check_metric_labels yet (crossval.py)")
 def test_fit_refuses_f1_score_with_integer_labels_before_training(small_digits):
     import tfcv
 

@@ -199,7 +199,8 @@ def check_against_model(source, model, task: str) -> dict:
     model's input; for classification, that there are at least two classes
     and that every integer label is one the model can output
     (`0 <= y < units`, `0` or `1` for one output unit) or, for one-hot
-    labels, that their width is the output units; for regression, that the
+    labels, that their width is the output units, and that every compiled
+    metric takes labels of that format (`tfcv.metrics.check_metric_labels`); for regression, that the
     target varies and has one value per output unit; string labels with a
     regression model or task are refused.
 
@@ -232,6 +233,9 @@ def check_against_model(source, model, task: str) -> dict:
     units = _units(model_output)
     if task == "classification" and loss_kind != "regression":
         _check_classes(view, units, model_output, model)
+        from tfcv.metrics import check_metric_labels
+
+        check_metric_labels(model, view.labels, where=view.where)
     elif task == "regression":
         _check_regression_target(view, units, model_output)
     return {"class_names": view.class_names} if view.class_names is not None else {}
