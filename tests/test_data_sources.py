@@ -255,3 +255,22 @@ def test_tfcv_run_data_errors_are_one_line(tmp_path, capsys):
         assert cli.main(["run", *args, "--run-dir", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("tfcv run: error:") and expected in err[0], err
+
+
+@pytest.mark.parametrize("folds", ["int", "splitter", "plan", "string labels"])
+def test_in_memory_fingerprint_is_the_datas_whichever_plan_carries_it(small_digits, folds):
+    # The run records the data's fingerprint; for arrays it is read from the
+    # fold plan when the plan carries it, and must be what hashing gives.
+    from sklearn.model_selection import KFold
+
+    from tfcv._fold_sources import _ArraySource
+    from tfcv.folds import FoldPlan, data_fingerprint
+
+    x, y = small_digits
+    if folds == "string labels":
+        y = np.asarray([f"digit {v}" for v in y])
+    plan = {"int": 3, "string labels": 3, "splitter": KFold(3, shuffle=True, random_state=0),
+            "plan": FoldPlan.from_splitter(KFold(3), x, y)}[folds]
+    source = _ArraySource(plan, x, y, None, seed=0, batch_size=32)
+    assert source.fingerprint() == data_fingerprint(x, y)
+    assert source.fingerprint() is not source.plan.fingerprint
