@@ -567,3 +567,41 @@ def test_fold_callbacks_see_every_validation_batch_with_the_folds_logs(digits, s
         if kind == "fold":
             per_fold.setdefault(fold, []).append(batch)
     assert per_fold == {k: [0, 1, 2, 0, 1, 2] for k in range(3)}
+
+
+class LogsOfUnknownShape(keras.Model):
+    """Adds to its train step's logs a vector whose length only the batch
+    decides (always 1 here), so the logs have no fixed shape when traced."""
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        rows = keras.ops.shape(data[0])[0]
+        return {**logs, "ones": keras.ops.ones([rows // 10_000 + 1])}
+
+
+def test_train_logs_without_fixed_shapes_run_in_keras_loop_with_the_same_training(small_digits, monkeypatch):
+    # tfcv's own step loop needs the logs' shapes to carry them through its
+    # while loop; without them the stacked model trains in Keras' loop.
+    from tfcv import _stacked
+
+    def build():
+        keras_model = tiny_classifier()
+        model = LogsOfUnknownShape(keras_model.inputs, keras_model.outputs)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    x, y = small_digits
+    runs = []
+    for loop in ("tfcv", "keras"):
+        if loop == "keras":
+            monkeypatch.setattr(_stacked._StackedFolds, "_make_train_function",
+                                lambda self, force=True: keras.Model.make_train_function(self, force=True))
+        cv = tfcv.CrossValidator(build, folds=3, seed=2, strategy="stacked")
+        runs.append(cv.fit(x, y, epochs=3, batch_size=32, verbose=0))
+    fallback, keras_loop = runs
+    for a, b in zip(fallback.histories, keras_loop.histories):
+        assert a["ones[0]"] == [1.0, 1.0, 1.0]
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    np.testing.assert_allclose(fallback.oof_predictions, keras_loop.oof_predictions, atol=1e-5)
+    assert fallback.mean("accuracy") > 0.5
