@@ -66,8 +66,10 @@ class ServerOptions:
             names when `host` is a loopback address).
         cors_allow_origins: Tuple of origins that get CORS headers.
             Defaults to none.
-        grpc_max_threads: `int`. Threads answering gRPC requests. Defaults
-            to `16`.
+        grpc_max_threads: `int`. Threads running the gRPC requests its
+            event loop does not answer itself (unbatched model calls,
+            classify, regress, multi-inference, large tensors). Defaults to
+            `16`.
         model_config_file_poll_wait_seconds: `float`. Seconds between two
             reads of the model config file; `0` reads it once. Defaults to
             `0`.
@@ -439,7 +441,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--grpc_channel_arguments", default="",
         help="comma-separated name=value gRPC server arguments, e.g. grpc.max_connection_age_ms=2000")
     add("--grpc_max_threads", type=int, default=defaults.grpc_max_threads,
-        help="threads answering gRPC requests (default %(default)s)")
+        help="threads running the gRPC requests the event loop does not answer itself: unbatched model "
+        "calls, classify, regress, multi-inference, large tensors (default %(default)s)")
     add("--allow_version_labels_for_unavailable_models", type=_bool_flag, nargs="?", const=True, default=False,
         help="let a reloaded model config label a version that is not yet available (default %(default)s)")
     add("--tensorflow_intra_op_parallelism", type=int, default=0,
