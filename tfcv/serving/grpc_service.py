@@ -175,8 +175,8 @@ class GrpcServer:
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
-    # uvloop runs the loop's callbacks and wake-ups in C (libuv): about a
-    # fifth less server CPU per gRPC request under bench/serve_load.py. It
+    # uvloop runs the loop's callbacks and wake-ups in C (libuv): 10-20%
+    # less server CPU per gRPC request under bench/serve_load.py. It
     # does not exist on Windows, where asyncio's own loop serves.
     try:
         import uvloop
