@@ -200,9 +200,9 @@ def check_against_model(source, model, task: str) -> dict:
     and that every integer label is one the model can output
     (`0 <= y < units`, `0` or `1` for one output unit) or, for one-hot
     labels, that their width is the output units, and that every compiled
-    metric takes labels of that format (`tfcv.metrics.check_metric_labels`); for regression, that the
-    target varies and has one value per output unit; string labels with a
-    regression model or task are refused.
+    metric takes labels of that format (`tfcv.metrics.check_metric_labels`);
+    for regression, that the target varies and has one value per output
+    unit; string labels with a regression model or task are refused.
 
     Args:
         source: A fold source of `tfcv._fold_sources` (its `view()`).
