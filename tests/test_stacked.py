@@ -206,21 +206,28 @@ def test_the_traced_validation_pass_gives_what_keras_predict_gives(digits, monke
     assert traced.mean("accuracy") > 0.5
 
 
-def test_the_stacked_step_loop_trains_exactly_as_keras_loop(small_digits, monkeypatch):
-    # tfcv runs an epoch's steps in its own while loop (no optionals, no
-    # conds); Keras' loop must give the same training, step for step, with a
-    # fold stopping early (the gated steps) and without.
+def stacked_in_both_loops(build, x, y, monkeypatch, **fit_kwargs):
+    """The same stacked cross-validation twice: in tfcv's own step loop,
+    then with Keras' loop forced; returns both results."""
     from tfcv import _stacked
 
-    x, y = small_digits
     runs = []
     for loop in ("tfcv", "keras"):
         if loop == "keras":
             monkeypatch.setattr(_stacked._StackedFolds, "_make_train_function",
                                 lambda self, force=True: keras.Model.make_train_function(self, force=True))
-        cv = tfcv.CrossValidator(tiny_classifier, folds=3, seed=2, strategy="stacked")
-        runs.append(cv.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[StopFold(fold=0, epoch=1)]))
-    ours, keras_loop = runs
+        cv = tfcv.CrossValidator(build, folds=3, seed=2, strategy="stacked")
+        runs.append(cv.fit(x, y, batch_size=32, verbose=0, **fit_kwargs))
+    return runs
+
+
+def test_the_stacked_step_loop_trains_exactly_as_keras_loop(small_digits, monkeypatch):
+    # tfcv runs an epoch's steps in its own while loop (no optionals, no
+    # conds); Keras' loop must give the same training, step for step, with a
+    # fold stopping early (the gated steps) and without.
+    x, y = small_digits
+    ours, keras_loop = stacked_in_both_loops(tiny_classifier, x, y, monkeypatch, epochs=4,
+                                             callbacks=[StopFold(fold=0, epoch=1)])
     assert [len(h["loss"]) for h in ours.histories] == [len(h["loss"]) for h in keras_loop.histories] == [2, 4, 4]
     for a, b in zip(ours.histories, keras_loop.histories):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
@@ -582,8 +589,6 @@ class LogsOfUnknownShape(keras.Model):
 def test_train_logs_without_fixed_shapes_run_in_keras_loop_with_the_same_training(small_digits, monkeypatch):
     # tfcv's own step loop needs the logs' shapes to carry them through its
     # while loop; without them the stacked model trains in Keras' loop.
-    from tfcv import _stacked
-
     def build():
         keras_model = tiny_classifier()
         model = LogsOfUnknownShape(keras_model.inputs, keras_model.outputs)
@@ -592,14 +597,7 @@ def test_train_logs_without_fixed_shapes_run_in_keras_loop_with_the_same_trainin
         return model
 
     x, y = small_digits
-    runs = []
-    for loop in ("tfcv", "keras"):
-        if loop == "keras":
-            monkeypatch.setattr(_stacked._StackedFolds, "_make_train_function",
-                                lambda self, force=True: keras.Model.make_train_function(self, force=True))
-        cv = tfcv.CrossValidator(build, folds=3, seed=2, strategy="stacked")
-        runs.append(cv.fit(x, y, epochs=3, batch_size=32, verbose=0))
-    fallback, keras_loop = runs
+    fallback, keras_loop = stacked_in_both_loops(build, x, y, monkeypatch, epochs=3)
     for a, b in zip(fallback.histories, keras_loop.histories):
         assert a["ones[0]"] == [1.0, 1.0, 1.0]
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
