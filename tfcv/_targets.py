@@ -397,6 +397,13 @@ def _only(model, attribute: str):
     return tensors[0]
 
 
+def output_units(model) -> int | None:
+    """The output units of a model with one symbolic output (`1` for an
+    output of shape `(batch,)`); `None` for several outputs, a subclassed
+    model or a last dimension not known before the model is called."""
+    return _units(_only(model, "outputs"))
+
+
 def _units(model_output) -> int | None:
     if model_output is None:
         return None

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcv._targets import output_units
 from tfcv.folds import class_labels
 
 __all__ = ["check_metric_labels", "check_scoring", "predicted_classes", "score_predictions", "score_with"]
@@ -256,7 +257,7 @@ def check_metric_labels(model: keras.Model, labels: Any, *, where: str = "y") ->
         ValueError: For a metric the labels do not fit, with the label
             format it takes and the sparse metric to use instead, if any.
     """
-    units = _output_units(model)
+    units = output_units(model)
     labels = np.asarray(labels)
     if units is None or labels.ndim not in (1, 2) or labels.dtype.kind not in "iubf":
         return
@@ -295,21 +296,6 @@ def check_metric_labels(model: keras.Model, labels: Any, *, where: str = "y") ->
                 f"y.argmax(axis=1) with a sparse loss, or compile with keras.metrics.{_SPARSE_METRICS[name]}() "
                 "instead, which takes label rows."
             )
-
-
-def _output_units(model) -> int | None:
-    """The output units of a model with one output; `None` for several
-    outputs or an output not known before the model is called."""
-    try:
-        outputs = model.outputs
-    except (AttributeError, ValueError):
-        return None
-    if not isinstance(outputs, (list, tuple)) or len(outputs) != 1:
-        return None
-    shape = tuple(getattr(outputs[0], "shape", None) or ())
-    if not shape:
-        return None
-    return 1 if len(shape) == 1 else shape[-1] if isinstance(shape[-1], int) else None
 
 
 def _flat(metrics) -> list:
