@@ -252,3 +252,18 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def tfcv_in_process(capsys, *argv) -> tuple[int, str]:
+    """`tfcv argv` run in this process: its exit status and what it wrote to
+    stderr. The checks of arguments, configs and data are the same code as
+    in a subprocess (`test_cli.test_tfcv_run_end_to_end` runs the console
+    entry point itself), without the seconds a fresh interpreter takes to
+    import TensorFlow; a traceback fails the test as an exception."""
+    from tfcv import cli
+
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    return code, capsys.readouterr().err

@@ -19,6 +19,7 @@ import keras
 import pytest
 
 import tfcv
+from tests.conftest import tfcv_in_process
 from tfcv import cli
 from tfcv._run_dir import load_test_set
 
@@ -72,34 +73,35 @@ def test_tfcv_run_yaml_config_and_flags_win(tmp_path):
     assert result.info["strategy"] == "stacked"
 
 
-def test_bad_config_key_is_a_clear_error(tmp_path):
+def test_bad_config_key_is_a_clear_error(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("epoch: 3\n")
-    proc = run_tfcv("run", str(config))
-    assert proc.returncode == 2
-    assert "unknown keys" in proc.stderr and "'epoch'" in proc.stderr and "epochs" in proc.stderr
+    code, err = tfcv_in_process(capsys, "run", str(config))
+    assert code == 2
+    assert "unknown keys" in err and "'epoch'" in err and "epochs" in err
     config.write_text("folds: [3\nepochs: 2\n")
-    proc = run_tfcv("run", str(config))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "bad.yaml" in proc.stderr and "line 2" in proc.stderr
+    code, err = tfcv_in_process(capsys, "run", str(config))
+    assert code == 2 and "Traceback" not in err
+    assert "bad.yaml" in err and "line 2" in err
 
 
-def test_bad_flag_value_is_a_clear_error(tmp_path):
-    proc = run_tfcv("run", "--folds", "1", "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
-    assert "folds=1" in proc.stderr and "Expected an int >= 2" in proc.stderr
+def test_bad_flag_value_is_a_clear_error(tmp_path, capsys):
+    code, err = tfcv_in_process(capsys, "run", "--folds", "1", "--run-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert "folds=1" in err and "Expected an int >= 2" in err
 
 
-def test_unknown_backend_is_a_clear_error(tmp_path):
-    proc = run_tfcv("run", "--n-jobs", "2", "--backend", "spark", "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
-    assert "backend='spark'" in proc.stderr and "'loky', 'ray'" in proc.stderr
+def test_unknown_backend_is_a_clear_error(tmp_path, capsys):
+    code, err = tfcv_in_process(capsys, "run", "--n-jobs", "2", "--backend", "spark", "--run-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert "backend='spark'" in err and "'loky', 'ray'" in err
 
 
-def test_unknown_strategy_is_a_clear_error(tmp_path):
-    proc = run_tfcv("run", "--strategy", "fast", "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
-    assert "strategy='fast'" in proc.stderr and "'sequential', 'stacked', 'auto'" in proc.stderr
+def test_unknown_strategy_is_a_clear_error(tmp_path, capsys):
+    code, err = tfcv_in_process(capsys, "run", "--strategy", "fast", "--run-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert "strategy='fast'" in err and "'sequential', 'stacked', 'auto'" in err
+    assert not (tmp_path / "r").exists()
 
 
 # ------------------------------------------------------ start-up, lazily
@@ -259,7 +261,7 @@ def test_the_log_level_the_user_set_is_kept(bundle, monkeypatch, capsys):
 # -------------------------------------------- what `tfcv run` calls
 
 
-def test_bad_test_size_is_a_clear_error(tmp_path):
-    proc = run_tfcv("run", "--test-size", "1.5", "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
-    assert "test_size=1.5" in proc.stderr and "between 0 and 1" in proc.stderr
+def test_bad_test_size_is_a_clear_error(tmp_path, capsys):
+    code, err = tfcv_in_process(capsys, "run", "--test-size", "1.5", "--run-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert "test_size=1.5" in err and "between 0 and 1" in err

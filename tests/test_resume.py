@@ -63,18 +63,6 @@ def test_sigkill_in_fold_3_of_5_resumes_from_the_last_epoch(tmp_path):
     assert not (run_dir / ".backup" / "fold_2").exists()
 
 
-@pytest.mark.slow
-def test_kill_between_folds_gives_the_scores_of_an_uninterrupted_run(tmp_path):
-    args = ("--folds", "3", "--epochs", "2", "--seed", "7", "--strategy", "sequential")
-    finish(start_run(tmp_path / "straight", *args))
-    kill_when(start_run(tmp_path / "killed", *args), "Fold 1/3 done")
-    out = finish(start_run(tmp_path / "killed", *args))
-    assert "Fold 1/3 loaded from run directory" in out
-    straight = json.loads((tmp_path / "straight" / "result.json").read_text())
-    resumed = json.loads((tmp_path / "killed" / "result.json").read_text())
-    assert resumed["scores"] == straight["scores"]
-
-
 def test_run_dir_refuses_a_different_run(tmp_path, small_digits):
     x, y = small_digits
     x, y = x[:120], y[:120]

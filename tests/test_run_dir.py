@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tfcv
-from tests.conftest import tiny_classifier
+from tests.conftest import tfcv_in_process, tiny_classifier
 from tfcv._run_dir import load_test_set, save_test_set
 from tfcv.layers import BatchMixer
 from tfcv.metrics import ClassAccuracy, ClassCrossentropy
@@ -75,6 +75,23 @@ def scores_of(out):
     return json.loads(done[-1][5:])
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """`uninterrupted(strategy)`: the scores and out-of-fold predictions of
+    the script run to the end, run once per strategy for all the kills."""
+    runs = {}
+
+    def run(strategy):
+        if strategy not in runs:
+            directory = tmp_path_factory.mktemp(f"uninterrupted-{strategy}")
+            code, out, err = run_script(directory, directory / "run", strategy)
+            assert code == 0, err
+            runs[strategy] = scores_of(out), np.load(f"{directory / 'run'}-oof.npy")
+        return runs[strategy]
+
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("strategy", "fault", "kill_on"), [
     ("sequential", None, "Fold 1/3 done"),                  # between folds
@@ -82,11 +99,10 @@ def scores_of(out):
     ("sequential", "fold=1,epoch=2,test_batch=0", None),    # during validation
     ("stacked", "epoch=2,batch=2", None),                   # all folds mid-epoch
 ])
-def test_a_run_killed_at_any_point_resumes_to_the_scores_of_an_uninterrupted_run(tmp_path, strategy, fault, kill_on):
-    code, out, err = run_script(tmp_path, tmp_path / "straight", strategy)
-    assert code == 0, err
-    straight = scores_of(out)
-
+def test_a_run_killed_at_any_point_resumes_to_the_scores_of_an_uninterrupted_run(
+    tmp_path, uninterrupted, strategy, fault, kill_on
+):
+    straight, straight_oof = uninterrupted(strategy)
     killed = tmp_path / "killed"
     code, out, err = run_script(tmp_path, killed, strategy, fault=fault, kill_on=kill_on)
     assert code == -signal.SIGKILL, out + err
@@ -95,9 +111,12 @@ def test_a_run_killed_at_any_point_resumes_to_the_scores_of_an_uninterrupted_run
     if strategy == "sequential" and fault:
         # The killed epoch is redone from the backup of the epoch before it.
         assert "Fold 2/3: resuming at epoch 2." in out
+    if kill_on:
+        # The finished fold is loaded, not trained again.
+        assert "Fold 1/3 loaded from run directory" in out
     # Bit for bit: every per-fold score and every out-of-fold prediction.
     assert scores_of(out) == straight
-    np.testing.assert_array_equal(np.load(f"{killed}-oof.npy"), np.load(f"{tmp_path / 'straight'}-oof.npy"))
+    np.testing.assert_array_equal(np.load(f"{killed}-oof.npy"), straight_oof)
     assert straight["accuracy"] and min(straight["accuracy"]) > 0.5
 
 
@@ -262,16 +281,14 @@ def test_run_directories_are_created_with_the_users_umask(tmp_path, small, mask,
             assert os.stat(os.path.join(directory, name)).st_mode & 0o777 == file_mode, os.path.join(directory, name)
 
 
-def test_file_system_errors_reach_cli_users_as_one_line(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def test_file_system_errors_reach_cli_users_as_one_line(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    proc = subprocess.run([sys.executable, "-m", "tfcv", "run", "--run-dir", str(blocker / "run"), "--epochs", "1"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("tfcv run: error:")]
-    assert len(errors) == 1 and str(blocker) in errors[0], proc.stderr
+    code, err = tfcv_in_process(capsys, "run", "--run-dir", str(blocker / "run"), "--epochs", "1")
+    assert code == 1
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("tfcv run: error:")]
+    assert len(errors) == 1 and str(blocker) in errors[0], err
 
 
 def test_the_kept_test_set_is_read_back_with_checks(finished_run):

@@ -5,16 +5,12 @@ string labels mapped to integers with their class names kept."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 
 import tfcv
-from tests.conftest import tiny_classifier
+from tests.conftest import tfcv_in_process, tiny_classifier
 
 NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
 
@@ -302,18 +298,14 @@ def test_folds_are_checked_against_the_model(tiny_xy, tmp_path):
 # ------------------------------------------------- the command line
 
 
-def test_tfcv_run_with_too_few_classes_is_one_line_and_trains_nothing(tmp_path):
+def test_tfcv_run_with_too_few_classes_is_one_line_and_trains_nothing(tmp_path, capsys):
     config = tmp_path / "three.yaml"
     config.write_text("model: {num_classes: 3}\nfolds: 2\nepochs: 1\n")
     run_dir = tmp_path / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tfcv.cli", "run", str(config), "--run-dir", str(run_dir), "--verbose", "0"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("tfcv run: error:")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    code, err = tfcv_in_process(capsys, "run", str(config), "--run-dir", str(run_dir), "--verbose", "0")
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("tfcv run: error:")]
+    assert len(errors) == 1 and "Traceback" not in err
     assert "labels go up to 9 but the model outputs 3 classes" in errors[0]
     assert "num_classes: 10" in errors[0]
     assert not list(run_dir.glob("fold_*")) if run_dir.exists() else True
