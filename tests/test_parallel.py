@@ -157,7 +157,7 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_every_fold(tmp_path):
             model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
             return model
 
-        cv = tfcv.CrossValidator(build, folds=3)
+        cv = tfcv.CrossValidator(build, folds=2)
         result = cv.fit(x[:600], y[:600], epochs=6, batch_size=32, distribute=strategy, verbose=0)
         weights = result.models[0].weights[0]
         print(json.dumps({"replicas": strategy.num_replicas_in_sync, "accuracy": result.scores["accuracy"],
@@ -171,5 +171,5 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_every_fold(tmp_path):
 
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
-    assert len(report["accuracy"]) == 3
+    assert len(report["accuracy"]) == 2
     assert min(report["accuracy"]) > 0.6
