@@ -238,14 +238,20 @@ def test_a_command_prints_none_of_tensorflows_startup_lines(bundle, argv, out):
 
 
 @pytest.mark.slow
-def test_tfcv_run_n_jobs_workers_print_none_of_tensorflows_startup_lines(tmp_path):
-    # Every joblib worker starts TensorFlow too, before its first fold.
+@pytest.mark.parametrize("backend", ["loky", "ray"])
+def test_tfcv_run_n_jobs_workers_print_none_of_tensorflows_startup_lines(tmp_path, backend):
+    # Every joblib worker starts TensorFlow too, before its first fold; Ray
+    # passes its workers' stderr on to the command's, prefixed by the actor.
+    if backend == "ray":
+        pytest.importorskip("ray", reason="install the ray extra: pip install 'tfcv[ray]'")
     env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    argv = ["run", "--n-jobs", "2", "--folds", "2", "--epochs", "1", "--verbose", "0", "--run-dir", str(tmp_path / "r")]
+    argv = ["run", "--n-jobs", "2", "--backend", backend, "--folds", "2", "--epochs", "1", "--verbose", "0",
+            "--run-dir", str(tmp_path / "r")]
     proc = subprocess.run([sys.executable, "-m", "tfcv", *argv], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "mean ± std" in proc.stdout
-    assert not _STARTUP_NOISE.search(proc.stderr), proc.stderr
+    output = proc.stdout + proc.stderr
+    assert not _STARTUP_NOISE.search(output), output
 
 
 def test_the_log_level_the_user_set_is_kept(bundle, monkeypatch, capsys):

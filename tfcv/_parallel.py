@@ -7,8 +7,9 @@ the active backend (local processes by default; Ray, Dask or Spark inside
 optimizer state, scores, predictions, history), never a pickled model; the
 parent rebuilds each fold's model and publishes it. Local workers start
 TensorFlow through `tfcv._tf_startup`, so that its startup log lines stay
-off stderr as they do in the `tfcv` command. `joblib_backend` sets
-up the backends tfcv's command line offers (local processes, Ray).
+off stderr as they do in the `tfcv` command; so do the workers of a Ray
+session that `joblib_backend` starts. `joblib_backend` sets up the backends
+tfcv's command line offers (local processes, Ray).
 """
 
 from __future__ import annotations
@@ -179,7 +180,10 @@ def _ray_backend(ray, register_ray, address: str | None) -> Iterator[None]:
 
     with contextlib.ExitStack() as stack:
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False)
+            # Ray runs the hook in every worker it starts for this job, before
+            # the first task: TensorFlow starts as quietly as in loky's workers.
+            hook = {"worker_process_setup_hook": f"{start_tensorflow.__module__}.{start_tensorflow.__name__}"}
+            ray.init(address=address, include_dashboard=False, runtime_env=hook)
             stack.callback(ray.shutdown)
         register_ray()
         stack.enter_context(joblib.parallel_backend("ray"))
