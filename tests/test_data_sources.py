@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import tfcv
+from tests.conftest import tfcv_in_process
 from tfcv import cli, sources
 from tfcv._fold_sources import fold_source
 from tfcv.datasets import load_digits
@@ -158,6 +159,21 @@ def test_npz_and_csv(tmp_path):
     with pytest.raises(ValueError, match="needs `label_column`"):
         sources.load_data({"csv": str(tmp_path / "t.csv"), "text_column": "text"})
 
+
+
+def test_an_unreadable_npz_file_is_one_line_naming_it(tmp_path, capsys):
+    x, y = load_digits()
+    np.savez(tmp_path / "ok.npz", x=x[:40], y=y[:40])
+    (tmp_path / "truncated.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:500])
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    np.savez(tmp_path / "ragged.npz", x=np.array([np.zeros(3), np.zeros(4)], dtype=object), y=y[:2])
+    np.savez(tmp_path / "scalar.npz", x=np.float32(1), y=np.int64(1))
+    for name, fragment in (("truncated", "is truncated or corrupt"), ("text", "is not an .npz archive"),
+                           ("ragged", "cannot read without pickle"), ("scalar", "`x` is a scalar")):
+        path = str(tmp_path / f"{name}.npz")
+        code, err = tfcv_in_process(capsys, "run", "--data", path, "--epochs", "1", "--run-dir", str(tmp_path / name))
+        assert code == 2 and err.count("\n") == 1 and f"NPZ file {path!r}" in err and fragment in err
+        assert not os.path.exists(tmp_path / name)
 
 def test_parse_data():
     assert sources.parse_data("tfds:mnist:test") == {"tfds": "mnist", "split": "test"}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -224,12 +225,25 @@ def read_npz(path: str | os.PathLike) -> Data:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"NPZ file {path!r} does not exist.")
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [k for k in ("x", "y") if k not in archive.files]
-        if missing:
-            raise ValueError(f"NPZ file {path!r} has arrays {sorted(archive.files)}; expected 'x' and 'y' (and optionally 'groups').")
-        x, y = archive["x"], archive["y"]
-        groups = archive["groups"] if "groups" in archive.files else None
+    with open(path, "rb") as f:
+        # Without the zip signature NumPy would read the file as a lone .npy
+        # array or report it as pickled data.
+        if f.read(2) != b"PK":
+            raise ValueError(f"NPZ file {path!r} is not an .npz archive (one written by np.savez(path, x=x, y=y)).")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = sorted(archive.files)
+            arrays = {k: archive[k] for k in ("x", "y", "groups") if k in names}
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        raise ValueError(
+            f"NPZ file {path!r} is truncated or corrupt, or holds arrays tfcv cannot read without pickle ({error})."
+        ) from None
+    if "x" not in arrays or "y" not in arrays:
+        raise ValueError(f"NPZ file {path!r} has arrays {names}; expected 'x' and 'y' (and optionally 'groups').")
+    x, y, groups = arrays["x"], arrays["y"], arrays.get("groups")
+    for name, array in (("x", x), ("y", y)):
+        if array.ndim == 0:
+            raise ValueError(f"NPZ file {path!r}: `{name}` is a scalar; expected one row per sample.")
     kind = "text" if x.dtype.kind in "US" else ("image" if x.ndim == 4 else "array")
     names = sorted(str(v) for v in np.unique(y)) if y.dtype.kind in "US" else None
     n_classes = len(np.unique(y)) if y.dtype.kind in "USbiu" else None
