@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import tfcv.builder
 import tfcv.spec
-from tfcv.spec import ConvBlock, ModelSpec
+from tfcv.spec import ConvBlock, ModelSpec, SpecError
 
 # The minimal spec, exactly as written.
 MINIMAL = {
@@ -175,6 +175,9 @@ def test_repr_shows_what_differs_from_the_defaults():
     ({"augmentation": [{"hue": 0.1}]}, ValueError, r"augmentation\[0\].*3 channels"),
     ({"augmentation": [{"mixup": 0.2}, {"mixup": 0.4}]}, ValueError, r"augmentation\[1\].*at most one"),
     ({"augmentation": [{"cutmix": 2.0}]}, ValueError, r"augmentation\[0\]\.cutmix"),
+    ({"augmentation": [{"rotat": 0.1}]}, ValueError, r"`augmentation\[0\]`.*unknown augmentation 'rotat'"),
+    ({"augmentation": [{"rotate": {"factr": 0.1}}]}, ValueError, r"augmentation\[0\]\.rotate.*'factr'"),
+    ({"augmentation": {"rotate": 0.1}}, TypeError, r"`augmentation`.*a list of one-key dicts"),
     ({"training": {"optimizer": "adamm"}}, ValueError, r"training\.optimizer.*'adamm'"),
     ({"training": {"optimizer": {"name": "sgd", "momentun": 0.9}}}, ValueError,
      r"Unknown key `training\.optimizer\.momentun`"),
@@ -191,8 +194,11 @@ def test_repr_shows_what_differs_from_the_defaults():
     ({"extra": 1}, ValueError, r"Unknown key `extra`"),
 ])
 def test_invalid_specs_name_the_key_path_the_value_and_what_is_accepted(changes, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as caught:
         ModelSpec.from_dict({**MINIMAL, **changes})
+    # Every spec problem is a SpecError, the augmentation list's included, as SpecError's docstring says.
+    assert isinstance(caught.value, SpecError)
+    assert "in the model spec" in str(caught.value)
 
 
 def test_missing_keys_are_named():

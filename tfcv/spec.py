@@ -501,9 +501,16 @@ class ModelSpec:
         _set(self, "backbone", check_section(Backbone, backbone, "backbone"))
         _set(self, "head", check_section(Head, self.head, "head"))
         _set(self, "training", check_section(Training, self.training, "training"))
-        _set(self, "augmentation", tuple(freeze(item) for item in check_augmentations(
-            self.augmentation, path="augmentation", channels=self.input_shape[-1] if self.input_shape else 1,
-            allow_batch_mixing=True)))
+        try:
+            augmentation = check_augmentations(self.augmentation, path="augmentation", allow_batch_mixing=True,
+                                               channels=self.input_shape[-1] if self.input_shape else 1)
+        except (ValueError, TypeError) as error:
+            if not hasattr(error, "path"):
+                raise
+            # The layer words its rejection for a Python caller; a spec reports it as a SpecError.
+            kind = SpecTypeError if isinstance(error, TypeError) else SpecValueError
+            raise kind(error.path, error.detail) from None
+        _set(self, "augmentation", tuple(freeze(item) for item in augmentation))
         for name in _BATCH_MIXING:
             where = [i for i, item in enumerate(self.augmentation) if name in item]
             if len(where) > 1:

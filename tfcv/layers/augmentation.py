@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcv.layers._errors import invalid_value
 from tfcv.layers.mixing import check_mixing_value
 from tfcv.layers.random_resized_crop import RandomResizedCrop
 from tfcv.layers.randomized import augmentation_randomized
@@ -235,38 +236,28 @@ def check_augmentations(
         A list of one-key dicts.
     """
     if isinstance(augmentations, (str, bytes, Mapping)) or not isinstance(augmentations, Sequence):
-        raise TypeError(
-            f"Invalid value for `{path}`. Received: {augmentations!r}. Expected a list of one-key dicts "
-            f"such as [{{'flip': 'horizontal'}}, {{'rotate': 0.1}}]."
-        )
+        raise invalid_value(path, f"Received: {augmentations!r}. Expected a list of one-key dicts such as "
+                            f"[{{'flip': 'horizontal'}}, {{'rotate': 0.1}}].", TypeError)
     checked = []
     for i, item in enumerate(augmentations):
         where = f"{path}[{i}]"
         if not isinstance(item, Mapping) or len(item) != 1:
-            raise TypeError(
-                f"Invalid value for `{where}`. Received: {item!r}. Expected a one-key dict "
-                f"{{name: value}} with a name in {sorted(_KINDS) + list(_BATCH_MIXING)}."
-            )
+            raise invalid_value(where, f"Received: {item!r}. Expected a one-key dict {{name: value}} with a name "
+                                f"in {sorted(_KINDS) + list(_BATCH_MIXING)}.", TypeError)
         name, value = next(iter(item.items()))
         if name in _BATCH_MIXING:
             if not allow_batch_mixing:
-                raise ValueError(
-                    f"Invalid value for `{where}`: {name!r} mixes labels as well as images, so it cannot "
-                    "run inside a model. Use tfcv.layers.BatchMixer on batches of (images, labels), or "
-                    "put it in a ModelSpec's augmentation list, which hands it to the cross-validator."
-                )
+                raise invalid_value(where, f"{name!r} mixes labels as well as images, so it cannot run inside a "
+                                    "model. Use tfcv.layers.BatchMixer on batches of (images, labels), or put it in "
+                                    "a ModelSpec's augmentation list, which hands it to the cross-validator.")
             check_mixing_value(name, value, path=f"{where}.{name}")
         elif name not in _KINDS:
-            raise ValueError(
-                f"Invalid value for `{where}`. Received: unknown augmentation {name!r}. "
-                f"Expected one of {sorted(_KINDS) + list(_BATCH_MIXING)}."
-            )
+            raise invalid_value(where, f"Received: unknown augmentation {name!r}. "
+                                f"Expected one of {sorted(_KINDS) + list(_BATCH_MIXING)}.")
         else:
             if _KINDS[name].needs_rgb and channels is not None and channels != 3:
-                raise ValueError(
-                    f"Invalid value for `{where}`: {name!r} needs RGB images (3 channels), "
-                    f"but the images have {channels} channel(s)."
-                )
+                raise invalid_value(where, f"{name!r} needs RGB images (3 channels), but the images have "
+                                    f"{channels} channel(s).")
             # A throwaway layer checks the arguments; seed=0 keeps Python's
             # global random state (Keras' default seed source) untouched.
             _make_layer({name: value}, value_range=(0.0, 1.0), seed=0, name=name, path=f"{where}.{name}")
@@ -282,23 +273,19 @@ def _make_layer(item, *, value_range, seed, name, path=None):
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(parameters))
         if unknown:
-            raise ValueError(
-                f"Invalid value for `{path}`. Received unknown argument(s) {unknown} for "
-                f"keras.layers.{kind.layer_cls.__name__}. Expected some of {parameters}."
-            )
+            raise invalid_value(path, f"Received unknown argument(s) {unknown} for "
+                                f"keras.layers.{kind.layer_cls.__name__}. Expected some of {parameters}.")
         kwargs = dict(value)
     elif kind.flag and value is True:
         kwargs = {}
     elif value is None or isinstance(value, bool):
-        raise TypeError(
-            f"Invalid value for `{path}`. Received: {value!r}. Expected the value of "
-            f"`{kind.primary[0]}` or a dict of {kind.layer_cls.__name__} arguments."
-        )
+        raise invalid_value(path, f"Received: {value!r}. Expected the value of `{kind.primary[0]}` or a dict "
+                            f"of {kind.layer_cls.__name__} arguments.", TypeError)
     else:
         kwargs = {arg: _plain(value) for arg in kind.primary}
     if key == "flip" and kwargs.get("mode", "horizontal_and_vertical") not in _FLIP_MODES:
         # RandomFlip only checks its mode when first called.
-        raise ValueError(f"Invalid value for `{path}`. Received: {value!r}. Expected a mode in {_FLIP_MODES}.")
+        raise invalid_value(path, f"Received: {value!r}. Expected a mode in {_FLIP_MODES}.")
     if "value_range" in parameters:
         kwargs.setdefault("value_range", tuple(value_range))
     if "seed" in parameters:
@@ -306,10 +293,8 @@ def _make_layer(item, *, value_range, seed, name, path=None):
     try:
         return kind.layer_cls(name=name, **kwargs)
     except (ValueError, TypeError) as error:
-        raise type(error)(
-            f"Invalid value for `{path}`. Received: {value!r}. "
-            f"keras.layers.{kind.layer_cls.__name__} refused it: {error}"
-        ) from None
+        raise invalid_value(path, f"Received: {value!r}. keras.layers.{kind.layer_cls.__name__} refused it: "
+                            f"{error}", type(error)) from None
 
 
 def _plain(value):

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcv.layers._errors import invalid_value
+
 __all__ = ["BatchMixer"]
 
 
@@ -166,19 +168,14 @@ def check_mixing_value(name: str, value: Any, *, path: str) -> None:
 
     if name == "mixup":
         if not real(value) or value <= 0:
-            raise ValueError(
-                f"Invalid value for `{path}`. Received: {value!r}. Expected MixUp's alpha, a float > 0 "
-                "(0.2 is usual)."
-            )
+            raise invalid_value(path, f"Received: {value!r}. Expected MixUp's alpha, a float > 0 (0.2 is usual).")
         return
     pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(real(v) for v in value)
     if not (real(value) or pair) or not all(0 <= v <= 1 for v in (value if pair else [value])) or (
         pair and value[0] > value[1]
     ):
-        raise ValueError(
-            f"Invalid value for `{path}`. Received: {value!r}. Expected CutMix's factor, a float in "
-            "[0, 1] or a (min, max) pair within [0, 1] (1.0 is usual)."
-        )
+        raise invalid_value(path, f"Received: {value!r}. Expected CutMix's factor, a float in [0, 1] or a "
+                            "(min, max) pair within [0, 1] (1.0 is usual).")
 
 
 def _int(value):
