@@ -123,8 +123,15 @@ class Preprocessing:
                 raise invalid("normalization", dict(value), "true, false or {mean: [...], variance: [...]}")
             for key in ("mean", "variance"):
                 stats = value[key]
-                if not (is_real(stats) or (isinstance(stats, (list, tuple)) and all(is_real(v) for v in stats))):
+                if not (is_real(stats) or (isinstance(stats, (list, tuple)) and stats
+                                           and all(is_real(v) for v in stats))):
                     raise invalid(f"normalization.{key}", stats, "a number or a list of numbers (one per channel)")
+            mean, variance = value["mean"], value["variance"]
+            if is_real(mean) != is_real(variance) or len(_numbers(mean)) != len(_numbers(variance)):
+                raise invalid("normalization", dict(value), "`mean` and `variance` of the same shape (Keras' "
+                              "Normalization needs it): two numbers, or two lists of one number per channel")
+            if any(v < 0 for v in _numbers(variance)):
+                raise invalid("normalization.variance", value["variance"], "variances >= 0")
             _set(self, "normalization", freeze({k: value[k] for k in ("mean", "variance")}))
         elif not isinstance(value, bool):
             raise invalid("normalization", value, "true, false or {mean: [...], variance: [...]}", SpecTypeError)
@@ -360,6 +367,11 @@ class Head:
         check_activation("activation", self.activation)
 
 
+def _numbers(stats) -> list:
+    """A fixed normalization statistic (a number or a list) as a list."""
+    return list(stats) if isinstance(stats, (list, tuple)) else [stats]
+
+
 def application_names() -> list[str]:
     """The model names of `keras.applications` usable as a backbone."""
     return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
@@ -493,6 +505,12 @@ class ModelSpec:
             _set(self, "num_outputs", check_int("num_outputs", 1 if self.num_outputs is None else self.num_outputs,
                                            minimum=1))
         _set(self, "preprocessing", check_section(Preprocessing, self.preprocessing, "preprocessing"))
+        if isinstance(self.preprocessing.normalization, Mapping):
+            channels = self.input_shape[-1]
+            for key, stats in self.preprocessing.normalization.items():
+                if len(_numbers(stats)) not in (1, channels):
+                    raise invalid(f"preprocessing.normalization.{key}", plain(stats),
+                                  f"one number, or one per channel: {channels} for input_shape {list(self.input_shape)}")
         backbone = self.backbone
         if isinstance(backbone, str):
             backbone = {"application": backbone}
