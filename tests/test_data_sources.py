@@ -161,6 +161,21 @@ def test_npz_and_csv(tmp_path):
 
 
 
+def test_csv_from_a_spreadsheet_and_csv_defects_are_named_by_line(tmp_path):
+    # A byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbftext,label\ngood,pos\nbad,neg\n")
+    data = sources.read_csv(tmp_path / "bom.csv", text_column="text", label_column="label")
+    assert data.x.tolist() == ["good", "bad"] and data.class_names == ["neg", "pos"]
+    (tmp_path / "latin1.csv").write_bytes(b"text,label\ngood,pos\ncaf\xe9 bad,neg\n")
+    with pytest.raises(ValueError, match=r"'.*latin1\.csv' is not UTF-8 text: byte 0xe9 on line 3"):
+        sources.read_csv(tmp_path / "latin1.csv", text_column="text", label_column="label")
+    # A short row's label was the class 'None', an empty one the class ''.
+    for rows, line, how in (("good,pos\nshort row\nbad,neg\n", 3, "missing"), ("good,pos\nbad,\n", 3, "empty")):
+        (tmp_path / "gaps.csv").write_text("text,label\n" + rows, encoding="utf-8")
+        with pytest.raises(ValueError, match=rf"no label on line {line} \(column 'label' is {how}\)"):
+            sources.read_csv(tmp_path / "gaps.csv", text_column="text", label_column="label")
+
+
 def test_an_unreadable_npz_file_is_one_line_naming_it(tmp_path, capsys):
     x, y = load_digits()
     np.savez(tmp_path / "ok.npz", x=x[:40], y=y[:40])

@@ -19,6 +19,7 @@ run and in the exported bundle.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import zipfile
@@ -256,16 +257,35 @@ def read_csv(path: str | os.PathLike, *, text_column: str, label_column: str) ->
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CSV file {path!r} does not exist.")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        for arg, column in (("text_column", text_column), ("label_column", label_column)):
-            if column not in columns:
-                raise ValueError(
-                    f"Invalid value for argument `{arg}`. Received: {arg}={column!r}. CSV file {path!r} has "
-                    f"columns {columns}."
-                )
-        rows = [(row[text_column], row[label_column]) for row in reader]
+    with open(path, "rb") as f:
+        content = f.read()
+    try:
+        # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which would
+        # otherwise become part of the first column's name.
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content[:error.start].count(b"\n") + 1
+        raise ValueError(
+            f"CSV file {path!r} is not UTF-8 text: byte {content[error.start]:#04x} on line {line} cannot be "
+            "decoded. Save it as UTF-8 (CSV UTF-8 in a spreadsheet program)."
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = reader.fieldnames or []
+    for arg, column in (("text_column", text_column), ("label_column", label_column)):
+        if column not in columns:
+            raise ValueError(
+                f"Invalid value for argument `{arg}`. Received: {arg}={column!r}. CSV file {path!r} has "
+                f"columns {columns}."
+            )
+    rows = []
+    for row in reader:
+        if not row[label_column]:
+            # A short row's missing field is None, which would become a class named 'None'.
+            raise ValueError(
+                f"CSV file {path!r} has no label on line {reader.line_num} (column {label_column!r} is "
+                f"{'empty' if row[label_column] == '' else 'missing'}). Expected a label on every row."
+            )
+        rows.append((row[text_column], row[label_column]))
     if not rows:
         raise ValueError(f"CSV file {path!r} has no rows.")
     x = np.asarray([r[0] or "" for r in rows], dtype=object).astype(str)
