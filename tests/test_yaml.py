@@ -28,3 +28,10 @@ def test_a_missing_yaml_file_and_broken_yaml_get_errors_that_name_them(tmp_path)
         read_yaml("a: {")
     # A one-word string that is no path stays YAML text.
     assert read_yaml("digits") == "digits"
+
+
+def test_a_yaml_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"input_shape: [8, 8, 1]\nname: caf\xe9\n")
+    with pytest.raises(ValueError, match=r"YAML file .*latin1\.yaml' is not UTF-8 text: byte 0xe9 on line 2"):
+        read_yaml(latin1)

@@ -111,6 +111,19 @@ def expect_choice(value: Any, choices: Collection[Any], *, yaml: bool = False) -
     return value
 
 
+def decode_utf8(content: bytes, where: str, *, encoding: str = "utf-8", hint: str = "") -> str:
+    """The text of a file's `content`, or a `ValueError` naming `where`
+    (such as `"CSV file 'a.csv'"`), the first byte that is not UTF-8 and
+    its line, then `hint`."""
+    try:
+        return content.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = content[:error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{where} is not UTF-8 text: byte {content[error.start]:#04x} on line {line} cannot be decoded.{hint}"
+        ) from None
+
+
 def invalid_argument(name: str, value: Any, expected: str, error: type[Exception] = ValueError) -> Exception:
     """The house error for argument `name`: "Invalid value for argument
     `name`. Received: name=value. Expected ..."; the caller raises it."""

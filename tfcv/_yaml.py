@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from tfcv._checks import decode_utf8
+
 __all__ = ["read_yaml"]
 
 
@@ -34,14 +36,15 @@ def read_yaml(path_or_text: str | os.PathLike) -> Any:
     if isinstance(path_or_text, os.PathLike):
         where = f"YAML file {os.fspath(path_or_text)!r}"
         try:
-            with open(path_or_text, encoding="utf-8") as f:
-                # Read as text, so that PyYAML's messages name the line, not the stream.
-                text = f.read()
+            with open(path_or_text, "rb") as f:
+                content = f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise FileNotFoundError(
                 f"No YAML file at {os.fspath(path_or_text)!r}. Expected the path of an existing file, "
                 "or the YAML text itself."
             ) from None
+        # Decoded here, so that PyYAML's messages name the line, not the stream.
+        text = decode_utf8(content, where)
     elif isinstance(path_or_text, str):
         text, where = path_or_text, "YAML text"
     else:

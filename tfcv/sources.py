@@ -259,16 +259,10 @@ def read_csv(path: str | os.PathLike, *, text_column: str, label_column: str) ->
         raise FileNotFoundError(f"CSV file {path!r} does not exist.")
     with open(path, "rb") as f:
         content = f.read()
-    try:
-        # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which would
-        # otherwise become part of the first column's name.
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = content[:error.start].count(b"\n") + 1
-        raise ValueError(
-            f"CSV file {path!r} is not UTF-8 text: byte {content[error.start]:#04x} on line {line} cannot be "
-            "decoded. Save it as UTF-8 (CSV UTF-8 in a spreadsheet program)."
-        ) from None
+    # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which would
+    # otherwise become part of the first column's name.
+    text = _checks.decode_utf8(content, f"CSV file {path!r}", encoding="utf-8-sig",
+                               hint=" Save it as UTF-8 (CSV UTF-8 in a spreadsheet program).")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = reader.fieldnames or []
     for arg, column in (("text_column", text_column), ("label_column", label_column)):
