@@ -166,6 +166,23 @@ def test_the_resume_epoch_is_the_one_restored(tmp_path, small):
     assert [len(h["loss"]) for h in result.histories] == [3, 3, 3]
 
 
+
+def test_a_run_resumed_with_the_other_strategy_is_refused(tmp_path, small):
+    # Stacked training draws other batches than sequential: the unfinished
+    # folds would train as neither uninterrupted run did.
+    x, y = small
+    crash_in_fold_1(tmp_path / "run", x, y)
+    with pytest.raises(ValueError, match=r"strategy differs \(stored strategy='sequential', received strategy='stacked'"):
+        tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="stacked").fit(
+            x, y, epochs=3, run_dir=tmp_path / "run", verbose=0)
+    # A manifest written before tfcv recorded the strategy still resumes.
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    del manifest["strategy"]
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    result = tfcv.CrossValidator(tiny_classifier, folds=3, seed=0, strategy="sequential").fit(
+        x, y, epochs=3, run_dir=tmp_path / "run", verbose=0)
+    assert result.fold_info[1]["initial_epoch"] == 2
+
 @pytest.fixture()
 def finished_run(tmp_path, small):
     x, y = small

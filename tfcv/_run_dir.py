@@ -40,6 +40,8 @@ _LOCK = ".lock"
 _CHECKPOINT = "checkpoint.npz"
 _REFIT = "refit"
 _TEST_SET = "test_set.npz"
+# Run settings a manifest may lack because tfcv did not record them yet.
+_RECORDED_LATER = ("strategy",)
 
 
 def fold_dir(run_dir: str, k: int) -> str:
@@ -90,6 +92,8 @@ class _RunStore:
                 _describe_difference(key, stored.get(key), value)
                 for key, value in config.items()
                 if _normalize_json(stored.get(key)) != _normalize_json(value)
+                # Manifests written before the strategy was recorded resume as they did.
+                and not (key in _RECORDED_LATER and key not in stored)
             ]
             if os.path.exists(plan_path) and FoldPlan.load(plan_path) != plan:
                 differences.append("the fold plan differs from the one stored")
@@ -212,6 +216,11 @@ def _describe_difference(key, stored, received) -> str:
         )
     if key == "model":
         return "the model (architecture or compile settings) differs"
+    if key == "strategy":
+        return (
+            f"strategy differs (stored strategy={stored!r}, received strategy={received!r}; the two draw batches "
+            f"differently, so their folds do not mix: pass strategy={stored!r}, or --strategy {stored} to tfcv run)"
+        )
     return f"{key} differs (stored {key}={stored!r}, received {key}={received!r})"
 
 

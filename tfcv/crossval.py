@@ -253,6 +253,9 @@ class CrossValidator:
             "task": task,
             "data": source.fingerprint(),
             "model": model_fingerprint(check_model),
+            # Sequential and stacked training draw batches differently: folds
+            # of one do not resume or mix with the other's.
+            "strategy": strategy,
         }
         config.update(check_against_model(source, check_model, task))
         # Only settings that were given, so that earlier run directories resume.
