@@ -52,6 +52,22 @@ def test_imagenet_is_accepted_and_offline_names_the_cache_file(monkeypatch, tmp_
         tfcv.build_model(built)
 
 
+def test_weights_the_backbone_cannot_load_and_options_it_refuses_are_named(weights_file, tmp_path):
+    path, _ = weights_file
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not an HDF5 file")
+    wider = {**spec(path), "backbone": {**APP, "options": {"minimalistic": True, "alpha": 1.0}, "weights": path}}
+    # h5py's OSError and Keras' shape mismatch came out raw (or as a wrong hint to resize).
+    for given, weights in ((spec(str(garbage)), str(garbage)), (wider, path)):
+        with pytest.raises(ValueError, match=r"Invalid value for `backbone\.weights`.*cannot load") as caught:
+            tfcv.build_model(given, compile=False)
+        assert repr(weights) in str(caught.value) and "resizing" not in str(caught.value)
+    # A TypeError deep inside keras.applications came out raw.
+    with pytest.raises(TypeError, match=r"MobileNetV3Small refused the spec.*'alpha': 'x'") as caught:
+        tfcv.build_model({**spec(None), "backbone": {**APP, "options": {"alpha": "x"}}}, compile=False)
+    assert "resizing" not in str(caught.value)
+
+
 def test_fine_tune_section_is_checked(weights_file):
     path, _ = weights_file
     fine = tfcv.ModelSpec.from_dict(spec(path, freeze_epochs=2, unfreeze=5))

@@ -257,18 +257,34 @@ def _application(backbone: Backbone, input_shape):
             "which is not a file. Expected null, 'imagenet' or the path of a local weights file."
         )
     function = getattr(keras.applications, backbone.application)
+    # A local file is loaded below, as the application itself would (`model.load_weights`), so that
+    # a file it cannot load is told apart from arguments it refuses.
+    local = backbone.weights not in (None, "imagenet")
     try:
-        model = function(include_top=False, weights=backbone.weights, input_shape=input_shape, **backbone.options)
+        model = function(include_top=False, weights=None if local else backbone.weights, input_shape=input_shape,
+                         **backbone.options)
     except Exception as error:
         if backbone.weights == "imagenet" and "fetch failure" in str(error):
             raise _download_error(backbone.application, error) from None
-        if not isinstance(error, ValueError):
+        if not isinstance(error, (ValueError, TypeError)):
             raise
-        raise ValueError(
-            f"keras.applications.{backbone.application} refused the spec (`backbone`) for images of shape "
-            f"{input_shape}: {error} Set `preprocessing.resizing` to a size it accepts (most need at "
-            "least 32x32)."
+        hint = (" Set `preprocessing.resizing` to a size it accepts (most need at least 32x32)."
+                if re.search(r"size|shape", str(error), re.IGNORECASE) else "")
+        raise type(error)(
+            f"keras.applications.{backbone.application} refused the spec (`backbone`, with options "
+            f"{dict(backbone.options)}) for images of shape {input_shape}: {error}{hint}"
         ) from None
+    if local:
+        try:
+            model.load_weights(backbone.weights)
+        except Exception as error:  # noqa: BLE001 - h5py, Keras and file errors alike
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"Invalid value for `backbone.weights` in the model spec. Received: {backbone.weights!r}, which "
+                f"keras.applications.{backbone.application}(include_top=False, input_shape={input_shape}, "
+                f"**{dict(backbone.options)}) cannot load: {reason}. Expected a weights file saved from that "
+                "same backbone (`model.save_weights`), or null or 'imagenet'."
+            ) from None
     model.name = "backbone"
     if backbone.fine_tune is not None:
         unfreeze = backbone.fine_tune.unfreeze
