@@ -482,6 +482,24 @@ def test_overwrite_killed_between_renames_keeps_a_version_served(tmp_path, monke
         assert _numeric_dirs(base) == ["1", "2"] and _leftovers(base) == []
 
 
+@pytest.mark.parametrize("fault", ["", "no-exchange"], ids=["exchange", "two renames"])
+def test_overwriting_a_linked_version_replaces_the_link_and_leaves_nothing(tmp_path, monkeypatch, fault):
+    base, outside = tmp_path / "m", tmp_path / "outside"
+    kept = export.export_saved_model(_linear_model(1.0), outside, randomized=None, warmup=False)
+    os.makedirs(base)
+    os.symlink(kept, base / "1")
+    monkeypatch.setenv("TFCV_EXPORT_FAULT", fault)
+    export.export_saved_model(_linear_model(2.0), base, version=1, overwrite=True, randomized=None, warmup=False)
+    assert not os.path.islink(base / "1") and _leftovers(base) == []
+    assert os.listdir(outside) == ["1"] and bundle.saved_model_file(kept) is not None
+
+    # A link left by an export whose process is gone goes with the next export; what it points to stays.
+    os.symlink(kept, base / ".tfcv-tmp-export-999999999-x")
+    export.export_saved_model(_linear_model(3.0), base, randomized=None, warmup=False)
+    assert _numeric_dirs(base) == ["1", "2"] and _leftovers(base) == []
+    assert bundle.saved_model_file(kept) is not None
+
+
 def test_versions_above_int64_are_refused(tmp_path):
     model = _linear_model(1.0)
     base = tmp_path / "m"

@@ -73,6 +73,21 @@ def remove_tree(path: str | os.PathLike) -> None:
         shutil.rmtree(path)
 
 
+def discard(path: str | os.PathLike) -> None:
+    """`remove_tree` for clean-ups that must not fail: errors are ignored.
+
+    Unlike `shutil.rmtree(path, ignore_errors=True)`, which refuses a link
+    and silently leaves it, a link (e.g. a version directory that was a
+    link and has been swapped out) is removed.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -148,10 +163,6 @@ def remove_leftovers(parent: str | os.PathLike) -> list[str]:
     for name in os.listdir(parent):
         if name.startswith(TEMP_PREFIX):
             full = os.path.join(parent, name)
-            if os.path.isdir(full):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(full)
+            discard(full)
             removed.append(full)
     return removed

@@ -241,7 +241,7 @@ def _publish(tmp: str, target: str, *, overwrite: bool) -> None:
             # `tmp` now holds the old version.
             _fsync_directory(base_path)
             _kill_if("kill-between-renames")
-            shutil.rmtree(tmp, ignore_errors=True)
+            _atomic.discard(tmp)
             return
         version = os.path.basename(target)
         aside = _atomic.make_temp_dir(f"{_EXPORT_TEMP}{os.getpid()}-{_REPLACING}{version}-", base_path)
@@ -249,7 +249,7 @@ def _publish(tmp: str, target: str, *, overwrite: bool) -> None:
         _kill_if("kill-between-renames")
         os.replace(tmp, target)
         _fsync_directory(base_path)
-        shutil.rmtree(aside, ignore_errors=True)
+        _atomic.discard(aside)
     else:
         os.replace(tmp, target)
         _fsync_directory(base_path)
@@ -314,7 +314,7 @@ def _remove_export_leftovers(base_path: str) -> list[str]:
             if bundle.saved_model_file(old) is not None and not os.path.lexists(target):
                 os.replace(old, target)
                 _fsync_directory(base_path)
-        shutil.rmtree(full, ignore_errors=True)
+        _atomic.discard(full)
         removed.append(full)
     return removed
 
