@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -68,3 +70,13 @@ def test_save_run_plots_writes_pngs(cv_result, tmp_path):
     for path in paths:
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_run_plots_writes_nothing_through_a_link_out_of_the_run_directory(cv_result, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "run").mkdir()
+    os.symlink(outside, tmp_path / "run" / "plots")
+    with pytest.raises(ValueError, match=r"plots' is a symbolic link"):
+        tfcv.plots.save_run_plots(cv_result, str(tmp_path / "run"))
+    assert os.listdir(outside) == []

@@ -8,6 +8,7 @@
     run_dir/refit/                 the model refit on all the data (`refit=True`)
     run_dir/oof_predictions.npy    out-of-fold predictions, input order
     run_dir/test_set.npz           the held-out test rows of `tfcv run --test-size` (x, y)
+    run_dir/plots/                 the figures of `tfcv run` (`tfcv.plots.save_run_plots`)
 
 `_RunStore` writes a run as `CrossValidator.fit` goes (and refuses a
 directory that holds a different run); `save_result` and `load_result` are
@@ -40,6 +41,7 @@ _LOCK = ".lock"
 _CHECKPOINT = "checkpoint.npz"
 _REFIT = "refit"
 _TEST_SET = "test_set.npz"
+_PLOTS = "plots"
 # Run settings a manifest may lack because tfcv did not record them yet.
 _RECORDED_LATER = ("strategy",)
 
@@ -364,6 +366,11 @@ def save_test_set(run_dir: str | os.PathLike, x, y) -> str:
     path = _inside(os.path.realpath(os.fspath(run_dir)), _TEST_SET)
     _atomic.write_bytes(path, buffer.getvalue())
     return path
+
+
+def plot_path(run_dir: str | os.PathLike, name: str) -> str:
+    """`run_dir/plots/<name>`, refused if `plots` is a symbolic link."""
+    return _inside(os.path.realpath(os.fspath(run_dir)), os.path.join(_PLOTS, name))
 
 
 def load_test_set(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:

@@ -317,9 +317,9 @@ def save_run_plots(result: Any, run_dir: str) -> list[str]:
         The paths written.
     """
     import io
-    import os
 
     from tfcv import _atomic
+    from tfcv._run_dir import plot_path
 
     names = sorted({n.removeprefix("val_") for h in result.histories for n in h})
     figures = {f"learning_curves_{n}": learning_curves(result, n) for n in names}
@@ -333,7 +333,7 @@ def save_run_plots(result: Any, run_dir: str) -> list[str]:
     for name, fig in figures.items():
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
-        path = os.path.join(run_dir, "plots", f"{name}.png")
+        path = plot_path(run_dir, f"{name}.png")
         _atomic.write_bytes(path, buffer.getvalue())
         written.append(path)
     return written
