@@ -222,6 +222,18 @@ def test_tfds_folds_refuses_a_non_string_name():
         tfds_folds(3)
 
 
+def test_tfds_folds_names_an_unknown_dataset_or_version_and_unprepared_data(tfds_digits_dir, unprepared_dir):
+    # TFDS' own errors were a thousand-line list of every dataset, and an AssertionError for a version.
+    with pytest.raises(ValueError, match=r"name='tfcv_digitz'.*Dataset tfcv_digitz not found\. Did you mean") as caught:
+        tfds_folds("tfcv_digitz", data_dir=tfds_digits_dir)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"name='tfcv_digits:9\.9\.9'.*only: 1\.0\.0"):
+        tfds_folds("tfcv_digits:9.9.9", data_dir=tfds_digits_dir)
+    for stratify in (False, True):
+        with pytest.raises(ValueError, match=r"'tfcv_digits' is not prepared in .*download=False"):
+            tfds_folds("tfcv_digits", data_dir=unprepared_dir, download=False, stratify=stratify)
+
+
 def test_fold_datasets_refuses_other_plans_and_bad_folds(tfds_digits_dir, digits):
     x, y = digits
     in_memory = tfcv.FoldPlan.from_splitter(KFold(3), x, y)

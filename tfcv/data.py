@@ -172,7 +172,24 @@ def tfds_folds(
         # Only when given, so plans of datasets read by their own keys stay as they were.
         source["supervised_keys"] = list(supervised_keys)
 
-    info = _builder(source).info
+    try:
+        builder = _builder(source)
+    except Exception as error:  # noqa: BLE001 - TFDS raises several unrelated types for a bad name or version
+        # TFDS' own message goes on to list every dataset it knows, a thousand lines; keep the
+        # first and its suggestion ("Did you mean: mnsit -> mnist ?").
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        reason = " ".join([lines[0], *(line.strip() for line in lines[1:] if line.startswith("Did you mean"))])
+        raise ValueError(
+            f"Invalid value for argument `name`. Received: name={name!r}. Expected a registered TFDS dataset "
+            f"(tfds.list_builders()), optionally with an available version such as 'mnist:3.0.1': {reason}"
+        ) from None
+    if source["load_kwargs"].get("download") is False and not builder.is_prepared():
+        where = source["load_kwargs"].get("data_dir") or "the default data_dir (~/tensorflow_datasets)"
+        raise ValueError(
+            f"TFDS dataset {name!r} is not prepared in {where}, and download=False. Run `tfds build {name}` "
+            "first, or pass the data_dir where it is prepared."
+        )
+    info = builder.info
     _supervised_keys(source, info)
     known_splits = dict(info.splits)
     if known_splits:
