@@ -500,6 +500,40 @@ def test_overwriting_a_linked_version_replaces_the_link_and_leaves_nothing(tmp_p
     assert bundle.saved_model_file(kept) is not None
 
 
+def test_a_second_export_to_the_base_path_waits_for_the_first(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    from tfcv.export import _publish
+
+    base = tmp_path / "m"
+    os.makedirs(base)
+    waiting, wait_for_lock = threading.Event(), _publish._wait_for_lock
+
+    def announce(fd, base_path):
+        waiting.set()
+        wait_for_lock(fd, base_path)
+
+    monkeypatch.setattr(_publish, "_wait_for_lock", announce)
+    model, published = _linear_model(1.0), []
+    first = export.export_saved_model(model, tmp_path / "first", randomized=None, warmup=False)
+    export_thread = threading.Thread(target=lambda: published.append(
+        export.export_saved_model(model, base, randomized=None, warmup=False)))
+    fd = os.open(base, os.O_RDONLY)
+    with pytest.warns(UserWarning, match="Another export to .* is running; waiting for it to finish"):
+        try:
+            # The lock of another export, which publishes version 1 while the second one waits.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            export_thread.start()
+            assert waiting.wait(timeout=300), "the second export did not wait for the lock"
+            assert os.listdir(base) == []  # it has not chosen a version yet
+            os.replace(first, base / "1")
+        finally:
+            os.close(fd)
+        export_thread.join(timeout=300)
+    assert published == [str(base / "2")] and _numeric_dirs(base) == ["1", "2"] and _leftovers(base) == []
+
+
 def test_versions_above_int64_are_refused(tmp_path):
     model = _linear_model(1.0)
     base = tmp_path / "m"

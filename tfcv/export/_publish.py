@@ -4,7 +4,9 @@ publish it with one rename.
 A server polling `base_path` sees either no new version or a complete,
 checked one. Each export writes into a hidden `.tfcv-tmp-export-<pid>-*`
 directory; one left by a process that is gone (killed mid-export) is removed
-by the next export.
+by the next export. Exports to one base path run one after the other (an
+exclusive `flock` on the base path directory): each chooses its version once
+the previous one has published.
 
 Replacing a version (`overwrite=True`) swaps the new directory with the old
 one in one `renameat2(RENAME_EXCHANGE)` on Linux file systems that support
@@ -27,6 +29,7 @@ import re
 import shutil
 import signal
 import stat
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,7 +81,9 @@ def export_saved_model(
     the in-memory model to 1e-5, every warmup record replayed) and only then
     renamed into place, so a server polling `base_path` never sees a partial
     version and a failed or killed export leaves no numeric directory behind.
-    Leftovers of killed exports are removed by the next export.
+    Leftovers of killed exports are removed by the next export. A second
+    export to the same base path waits (with a `UserWarning`) until the
+    first has published, then chooses its version.
 
     Args:
         obj: A `keras.Model`, a `CVResult` (exported as its fold ensemble),
@@ -180,6 +185,41 @@ def export_saved_model(
     base_path = os.path.abspath(os.fspath(base_path))
     model_name = os.path.basename(base_path)
     os.makedirs(base_path, exist_ok=True)
+    with _export_lock(base_path):
+        return _write_and_publish(plan, base_path, model_name, version, overwrite)
+
+
+@contextlib.contextmanager
+def _export_lock(base_path: str):
+    """Holds an exclusive `flock` on the base path directory, so that two
+    exports to it run one after the other: each chooses its version after
+    the previous one has published (version=None would otherwise give both
+    the same number, and the second would fail after all its work)."""
+    fd = os.open(base_path, os.O_RDONLY)
+    try:
+        # No flock (Windows, some network file systems): exports run
+        # unlocked, and a second writer of one version fails before
+        # publishing, as it always has.
+        with contextlib.suppress(ImportError, OSError):
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _wait_for_lock(fd, base_path)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _wait_for_lock(fd: int, base_path: str) -> None:
+    import fcntl
+
+    warnings.warn(f"Another export to {base_path!r} is running; waiting for it to finish.", UserWarning, stacklevel=5)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _write_and_publish(plan: _ExportPlan, base_path: str, model_name: str, version: Any, overwrite: bool) -> str:
     _remove_export_leftovers(base_path)
     version = _choose_version(base_path, version, overwrite)
     target = os.path.join(base_path, str(version))
