@@ -98,6 +98,10 @@ def test_build_fn_must_return_a_compiled_model(tiny_xy):
         tfcv.CrossValidator(uncompiled, folds=2).fit(x, y, epochs=1, verbose=0)
     with pytest.raises(TypeError, match="build_fn=3"):
         tfcv.CrossValidator(3)
+    with pytest.raises(TypeError, match="Received: the keras.Model 'raw'. Expected a callable"):
+        tfcv.CrossValidator(uncompiled(), folds=2)
+    with pytest.raises(TypeError, match="run_dir=5. Expected a path"):
+        tfcv.CrossValidator(tiny_classifier, folds=2).fit(x, y, epochs=1, run_dir=5, verbose=0)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"epochs": 0}, "epochs=0"), ({"batch_size": -1}, "batch_size=-1"), ({"verbose": 5}, "verbose=5")])

@@ -88,6 +88,14 @@ class CrossValidator:
         deterministic: bool = True,
         strategy: str = "auto",
     ):
+        if isinstance(build_fn, keras.Model):
+            # A model is callable, so it would pass for a build_fn until the
+            # first fold called it without inputs, deep inside Keras.
+            raise TypeError(
+                f"Invalid value for argument `build_fn`. Received: the keras.Model {build_fn.name!r}. Expected a "
+                "callable that returns a fresh compiled keras.Model (the function that builds and compiles it): "
+                "every fold trains a model of its own."
+            )
         if not callable(build_fn):
             raise TypeError(
                 f"Invalid value for argument `build_fn`. Received: build_fn={build_fn!r}. "
@@ -233,6 +241,8 @@ class CrossValidator:
             raise ValueError("Use either `n_jobs` (folds in parallel) or `distribute` (replicas inside a fold), not both.")
         if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1):
             raise ValueError(f"Invalid value for argument `n_jobs`. Received: n_jobs={n_jobs!r}. Expected None, -1 or an int >= 1.")
+        if run_dir is not None and not isinstance(run_dir, (str, os.PathLike)):
+            raise _checks.invalid_argument("run_dir", run_dir, "a path (str or os.PathLike) or None", TypeError)
         scorers = check_scoring(scoring)
         source = fold_source(self.folds, x, y, groups, seed=self.seed, batch_size=batch_size, pipeline=pipeline,
                              sample_weight=sample_weight, class_weight=class_weight)
