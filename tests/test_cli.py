@@ -160,6 +160,23 @@ def test_every_tfcv_name_the_readme_and_notebooks_use_is_public():
     assert sorted(used - set(tfcv.__all__)) == []
 
 
+
+def test_the_readme_command_line_lists_every_command_its_flags_and_the_config_keys():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## The command line"):text.index("## Project layout")]
+    synopsis = section[section.index("```") + 3:section.index("```", section.index("```") + 3)]
+    commands = re.split(r"^(?=tfcv )", synopsis, flags=re.M)
+    subparsers = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    for name, parser in subparsers.choices.items():
+        if name == "serve":  # its flags mirror tensorflow_model_server's; the synopsis ends them with "..."
+            continue
+        [usage] = [c for c in commands if c.startswith(f"tfcv {name} ")]
+        flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+        assert sorted(f for f in flags if f not in usage) == [], name
+    keys = section[section.index("takes the same keys as the flags"):]
+    keys = set(re.findall(r"`(\w+)`", keys[:keys.index("flags win")]))
+    assert sorted(set(cli.RUN_DEFAULTS) - keys) == []
+
 def test_python_dash_m_tfcv_is_the_tfcv_command():
     proc = subprocess.run([sys.executable, "-m", "tfcv", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
