@@ -534,6 +534,14 @@ def test_a_second_export_to_the_base_path_waits_for_the_first(tmp_path, monkeypa
     assert published == [str(base / "2")] and _numeric_dirs(base) == ["1", "2"] and _leftovers(base) == []
 
 
+def test_a_base_path_that_is_a_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "digits"
+    path.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"Received: base_path='.*digits', which is a file. Expected a directory"):
+        export.export_saved_model(_linear_model(1.0), path, randomized=None, warmup=False)
+    assert path.read_text() == "not a directory"
+
+
 def test_versions_above_int64_are_refused(tmp_path):
     model = _linear_model(1.0)
     base = tmp_path / "m"

@@ -161,6 +161,12 @@ def export_saved_model(
             "Expected a tfcv.export.Randomized or None."
         )
     metadata = check_metadata(metadata)
+    base_path = os.path.abspath(os.fspath(base_path))
+    if os.path.exists(base_path) and not os.path.isdir(base_path):
+        raise ValueError(
+            f"Invalid value for argument `base_path`. Received: base_path={base_path!r}, which is a file. "
+            "Expected a directory (made if missing) to hold the version directories."
+        )
     models, result = resolve(obj)
     if model not in ("ensemble", "refit"):
         raise ValueError(f"Invalid value for argument `model`. Received: model={model!r}. Expected 'ensemble' or 'refit'.")
@@ -182,7 +188,6 @@ def export_saved_model(
             predictors=tuple(plan.signature_functions()), model=model,
         )
 
-    base_path = os.path.abspath(os.fspath(base_path))
     model_name = os.path.basename(base_path)
     os.makedirs(base_path, exist_ok=True)
     with _export_lock(base_path):
