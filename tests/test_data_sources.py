@@ -99,6 +99,20 @@ def test_file_folds_are_stratified_and_decode_in_the_pipeline(image_folder):
     assert [source.class_names[i] for i in y.numpy()] == data.y[val].tolist()
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_documented_format_decodes_to_grey_and_colour(tmp_path, channels):
+    # TensorFlow's GIF and BMP decoders refuse channels=1: a grey image folder holding them failed
+    # in the middle of training with an InvalidArgumentError from inside tf.data.
+    grey = Image.new("L", (6, 4), color=102)
+    for fmt in ("png", "jpeg", "gif", "bmp"):
+        grey.convert("RGB").save(tmp_path / f"rgb.{fmt}", format=fmt.upper())
+        grey.save(tmp_path / f"grey.{fmt}", format=fmt.upper())
+    for path in sorted(tmp_path.iterdir()):
+        image = sources.decode_image(tf.io.read_file(str(path)), image_size=(4, 6), channels=channels)
+        assert image.shape == (4, 6, channels)
+        np.testing.assert_allclose(image, 102 / 255, atol=1.5 / 255, err_msg=path.name)
+
+
 def test_image_folder_cross_validates_stacked_with_class_names(image_folder):
     # Streamed files in the stacked strategy: each copy draws its batches from its own fold's files.
     data = sources.load_data({"directory": image_folder, "image_size": [8, 8]})

@@ -128,7 +128,16 @@ def decode_image(contents, *, image_size: Sequence[int], channels: int = 3, valu
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+    if channels == 1:
+        # TensorFlow's GIF and BMP decoders only make colour images: those are decoded in colour
+        # and made grey; PNG and JPEG keep their own decoders' grey.
+        image = tf.cond(
+            tf.logical_or(tf.io.is_jpeg(contents), tf.strings.substr(contents, 0, 8) == _SIGNATURES[0]),
+            lambda: tf.io.decode_image(contents, channels=1, expand_animations=False),
+            lambda: tf.image.rgb_to_grayscale(tf.io.decode_image(contents, channels=3, expand_animations=False)),
+        )
+    else:
+        image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
     image = tf.image.resize(tf.cast(image, tf.float32), tuple(image_size))
     low, high = float(value_range[0]), float(value_range[1])
     image = image * ((high - low) / 255.0) + low
