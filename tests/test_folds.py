@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -122,6 +124,13 @@ def test_json_round_trip(tmp_path, digits):
         np.testing.assert_array_equal(t1, t2)
         np.testing.assert_array_equal(v1, v2)
     loaded.check_data(x, y)
+    # A truncated or foreign file is named (plan.json in a run directory, on resume and on load).
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not a readable FoldPlan (JSONDecodeError")):
+        tfcv.FoldPlan.load(path)
+    path.write_text('{"format": "tfcv.FoldPlan"}')
+    with pytest.raises(ValueError, match=r"plan.json is not a readable FoldPlan \(KeyError: 'folds'\)"):
+        tfcv.FoldPlan.load(path)
 
 
 def test_plan_refuses_other_data(digits):

@@ -212,7 +212,12 @@ class FoldPlan:
     @classmethod
     def load(cls, path: str | os.PathLike) -> FoldPlan:
         """Reads a plan written by `save`."""
-        return cls.from_dict(_atomic.read_json(path))
+        path = os.fspath(path)
+        try:
+            return cls.from_dict(_atomic.read_json(path))
+        except (ValueError, KeyError, TypeError) as error:
+            # A truncated file's JSON error alone names neither the file nor what it should hold.
+            raise ValueError(f"{path} is not a readable FoldPlan ({type(error).__name__}: {error}).") from None
 
     def __eq__(self, other):
         if not isinstance(other, FoldPlan) or len(self) != len(other):
