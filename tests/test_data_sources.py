@@ -222,6 +222,9 @@ def test_tfds_name_offline(tfds_digits_dir, tmp_path):
         sources.load_data("tfds:no_such_dataset_xyz")
     with pytest.raises(ValueError, match="'tfcv_digits' is not prepared in"):
         sources.read_tfds("tfcv_digits", folds=2, data_dir=str(tmp_path / "empty"), download=False)
+    # A quoted `download: "no"` was truthy: TFDS would have downloaded.
+    with pytest.raises(TypeError, match=r"download='no'\. Expected a bool"):
+        sources.load_data({"tfds": "tfcv_digits", "data_dir": tfds_digits_dir, "download": "no"}, folds=3)
 
 
 def test_tfcv_run_yaml_data_section_tfds(tfds_digits_dir, tmp_path, capsys):

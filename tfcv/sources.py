@@ -314,6 +314,8 @@ def read_tfds(name: str, *, folds: int, seed: int = 0, split: str = "train", dat
 
     from tfcv import data as tfcv_data
 
+    # Checked first: a truthy string such as 'no' would let TFDS download.
+    download = _checks.check_bool("download", download)
     data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
     try:
         builder = tfds.builder(name, data_dir=data_dir)
