@@ -166,8 +166,10 @@ def test_bad_folds_argument(folds, exc, match):
 
 def test_fewer_samples_than_folds():
     x = np.zeros((3, 2), "float32")
-    with pytest.raises(ValueError, match="fewer samples than folds"):
+    with pytest.raises(ValueError, match="fewer samples than folds. Use n_splits <= 3"):
         check_folds(5, x, np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="from 0 samples: fewer samples than folds. Cross-validation needs at least 2"):
+        check_folds(5, x[:0], np.array([]))
 
 
 def test_class_with_too_few_members_names_the_class_and_its_count():
@@ -177,6 +179,12 @@ def test_class_with_too_few_members_names_the_class_and_its_count():
         check_folds(5, x, y)
     with pytest.raises(ValueError, match="class 7 has 2"):
         tfcv.FoldPlan.from_splitter(StratifiedKFold(3), x, y)
+    # The advice never asks for fewer than 2 folds.
+    with pytest.raises(ValueError, match=r"class 7 has 2\. Use fewer folds \(folds <= 2\)"):
+        check_folds(5, x, y)
+    y[-1] = 8
+    with pytest.raises(ValueError, match=r"class 8 has 1\. Remove or merge the classes with one member, or pass"):
+        check_folds(5, x, y)
 
 
 def test_groups_of_wrong_length():

@@ -155,7 +155,7 @@ class FoldPlan:
         if n_splits is not None and n < n_splits:
             raise ValueError(
                 f"Cannot make {n_splits} folds from {n} samples: fewer samples than folds. "
-                f"Use n_splits <= {n}."
+                + (f"Use n_splits <= {n}." if n >= 2 else "Cross-validation needs at least 2 samples.")
             )
         if type(splitter).__name__ in _STRATIFIED_SPLITTERS and y is not None and n_splits is not None:
             per_repeat = getattr(splitter, "n_splits", n_splits)
@@ -379,10 +379,12 @@ def _check_class_counts(y, n_splits: int) -> None:
     too_few = [(label, count) for label, count in zip(labels, counts) if count < n_splits]
     if too_few:
         listed = ", ".join(f"class {_py(label)!r} has {count}" for label, count in too_few)
+        fewest = int(min(counts))
+        # Fewer than 2 folds is no cross-validation: a one-member class needs another remedy.
+        remedy = f"Use fewer folds (folds <= {fewest})" if fewest >= 2 else "Remove or merge the classes with one member"
         raise ValueError(
             f"Stratified {n_splits}-fold cross-validation needs at least {n_splits} members of every "
-            f"class, but {listed}. Use fewer folds (folds <= {int(min(counts))}), or pass a "
-            "non-stratified splitter such as sklearn.model_selection.KFold."
+            f"class, but {listed}. {remedy}, or pass a non-stratified splitter such as sklearn.model_selection.KFold."
         )
 
 
