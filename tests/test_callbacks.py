@@ -79,6 +79,15 @@ class StopAfterTotalEpochs(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+
+def test_one_callback_is_taken_as_keras_fit_takes_it_and_a_non_list_is_refused(xy):
+    x, y = xy
+    rec = Recorder()
+    tfcv.CrossValidator(tiny_classifier, folds=2, strategy="sequential").fit(x, y, epochs=1, callbacks=rec, verbose=0)
+    assert [e[0] for e in rec.events if e[0] != "epoch"] == ["cv_begin", "fold_begin", "fold_end", "fold_begin", "fold_end", "cv_end"]
+    with pytest.raises(TypeError, match="callbacks=5 of type int. Expected a list of keras.callbacks.Callback"):
+        tfcv.CrossValidator(tiny_classifier, folds=2).fit(x, y, epochs=1, callbacks=5, verbose=0)
+
 def test_plain_callback_state_never_leaks_between_folds(xy):
     x, y = xy
     stopper = StopAfterTotalEpochs(2)

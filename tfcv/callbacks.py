@@ -454,7 +454,16 @@ def _csv_value(value):
 
 
 def split_callbacks(callbacks, verbose):
-    callbacks = list(callbacks or [])
+    if isinstance(callbacks, keras.callbacks.Callback):
+        # Keras' fit takes one callback as well as a list.
+        callbacks = [callbacks]
+    try:
+        callbacks = list(callbacks or [])
+    except TypeError:
+        raise TypeError(
+            f"Invalid value for argument `callbacks`. Received: callbacks={callbacks!r} of type "
+            f"{type(callbacks).__name__}. Expected a list of keras.callbacks.Callback instances."
+        ) from None
     for cb in callbacks:
         if not isinstance(cb, keras.callbacks.Callback):
             raise TypeError(
