@@ -988,6 +988,37 @@ def test_rest_parses_http_with_httptools_and_says_so_when_it_is_missing(monkeypa
     assert "httptools is not installed" in caplog.text
 
 
+class Refusing(tf.Module):
+    """Signatures whose ops refuse their input while running."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def positive(self, x):
+        with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(x > 0), ["x must be positive"])]):
+            return {"y": tf.identity(x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="png")])
+    def decode(self, png):
+        return {"pixels": tf.map_fn(lambda b: tf.size(tf.io.decode_png(b)), png, fn_output_signature=tf.int32)}
+
+
+def test_an_op_refusing_the_input_is_answered_in_its_own_words(tmp_path):
+    # TensorFlow wraps the op's message in a preamble, node names and the
+    # traced function's id; the client gets the op's message on one line.
+    module = Refusing()
+    path = str(tmp_path / "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.positive, "decode": module.decode})
+    servable = Servable("m", 1, path)
+    try:
+        with pytest.raises(InvalidArgument) as refused:
+            servable.signature().predict({"x": np.array([1.0, -1.0], np.float32)})
+        assert str(refused.value) == "Signature `serving_default` refused the input: assertion failed: [x must be positive]"
+        with pytest.raises(InvalidArgument, match=r"^Signature `decode` refused the input: [^\n\[]+$") as refused:
+            servable.signature("decode").predict({"png": np.array([b"not a png"], object)})
+        assert "Graph execution error" not in str(refused.value) and "Detected at node" not in str(refused.value)
+    finally:
+        servable.close()
+
+
 class TwoInputs(tf.Module):
     """Inputs declared out of alphabetical order, of two dtypes."""
 

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -250,9 +251,9 @@ class Signature:
                 return self.fn(inputs, outputs or list(self.outputs))
             result = self._call_function(inputs)
         except tf.errors.InvalidArgumentError as error:
-            raise InvalidArgument(f"Signature `{self.name}` refused the input: {error.message}") from None
+            raise InvalidArgument(f"Signature `{self.name}` refused the input: {_op_message(error)}") from None
         except tf.errors.OpError as error:
-            raise ServingError(f"Signature `{self.name}` failed: {error.message}") from None
+            raise ServingError(f"Signature `{self.name}` failed: {_op_message(error)}") from None
         except (TypeError, ValueError) as error:
             # The signature function refuses shapes it was not traced for
             # before running; TF Serving would answer the same 400.
@@ -329,6 +330,23 @@ def _flat_tensors(specs: list, inputs: Mapping[str, np.ndarray]) -> list:
             )
         tensors.append(tensor)
     return tensors
+
+
+# What TensorFlow wraps an op's own message in when a function fails: a
+# preamble, where the node was defined (never known for a loaded
+# SavedModel), node names and the traced function's id. A client can do
+# nothing with them; TF Serving answers with the op's message.
+_TF_WRAPPING = re.compile(
+    r"^\s*Graph execution error:"
+    r"|Detected at node \S+ defined at \(most recent call last\):\s*<stack traces unavailable>"
+    r"|\[\[\{\{[^\]]*\}\}\]\]"
+    r"|\[Op:[^\]]*\]"
+)
+
+
+def _op_message(error: tf.errors.OpError) -> str:
+    """The message of the op that refused or failed, on one line."""
+    return " ".join(_TF_WRAPPING.sub(" ", error.message).split()) or error.message
 
 
 def _first_line(error: BaseException) -> str:
