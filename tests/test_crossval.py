@@ -104,6 +104,13 @@ def test_build_fn_must_return_a_compiled_model(tiny_xy):
         tfcv.CrossValidator(tiny_classifier, folds=2).fit(x, y, epochs=1, run_dir=5, verbose=0)
 
 
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_numpy_cannot_take_is_refused_when_made(seed):
+    # It used to pass here and fail in the splitter with NumPy's words, after the run directory was named.
+    with pytest.raises(ValueError, match=rf"seed={seed}. Expected an int in \[0, 2\*\*32 - 1\]"):
+        tfcv.CrossValidator(tiny_classifier, folds=2, seed=seed)
+
 @pytest.mark.parametrize(("kwargs", "match"), [({"epochs": 0}, "epochs=0"), ({"batch_size": -1}, "batch_size=-1"), ({"verbose": 5}, "verbose=5")])
 def test_bad_fit_arguments(tiny_xy, kwargs, match):
     x, y = tiny_xy

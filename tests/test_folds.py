@@ -222,6 +222,8 @@ def test_holdout_split_is_stratified_and_seeded(digits):
     np.testing.assert_array_equal(again[1], x_test)
     other = holdout_split(x, y, test_size=0.2, seed=4)
     assert not np.array_equal(other[3], y_test)
+    with pytest.raises(ValueError, match=re.escape("seed=-1. Expected an int in [0, 2**32 - 1] or None")):
+        holdout_split(x, y, test_size=0.2, seed=-1)
 
 
 def test_holdout_split_of_a_regression_target():

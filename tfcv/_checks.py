@@ -176,6 +176,21 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, optional: bo
     return _argument(name, value, expected, expect_int, minimum=minimum, optional=optional)
 
 
+def check_seed(name: str, value: Any, *, optional: bool = False) -> int | None:
+    """`value` as a seed NumPy's and scikit-learn's random states take: an
+    `int` in `[0, 2**32 - 1]` (or `None` if `optional`).
+
+    Raises:
+        TypeError: `value` is not an int.
+        ValueError: `value` is out of that range.
+    """
+    expected = "an int in [0, 2**32 - 1]" + (" or None" if optional else "")
+    seed = check_int(name, value, optional=optional, expected=expected)
+    if seed is not None and seed not in range(2**32):
+        raise invalid_argument(name, value, expected)
+    return seed
+
+
 def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                high_open: bool = False, optional: bool = False, expected: str | None = None) -> float | None:
     """`value` as a `float` in `[low, high]` (`[low, high)` with `high_open`),

@@ -113,7 +113,7 @@ class CrossValidator:
             )
         _checks.check_choice("task", task, _TASKS)
         _checks.check_choice("strategy", strategy, _STRATEGIES)
-        _checks.check_int("seed", seed)
+        _checks.check_seed("seed", seed)
         self.build_fn = build_fn
         self.folds = folds
         self.seed = int(seed)

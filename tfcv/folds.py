@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfcv import _atomic
-from tfcv._checks import is_int
+from tfcv._checks import check_seed, is_int
 
 __all__ = ["FoldPlan", "data_fingerprint", "check_folds"]
 
@@ -320,6 +320,7 @@ def holdout_split(x: Any, y: Any, *, test_size: float, seed: int | None = 0) -> 
             f"Invalid value for argument `test_size`. Received: test_size={test_size!r}. "
             "Expected a fraction between 0 and 1."
         )
+    check_seed("seed", seed, optional=True)
     _check_lengths(np.asarray(x), np.asarray(y), None)
     stratify = class_labels(y) if is_classification_target(y) else None
     return tuple(train_test_split(x, y, test_size=test_size, stratify=stratify, random_state=seed))
