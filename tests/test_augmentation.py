@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfcv
 from tests.conftest import run_layer_test
 from tfcv import plots
 from tfcv.layers import (
@@ -166,6 +167,18 @@ def test_random_resized_crop_crops_then_resizes():
 def test_invalid_augmentation_lists_are_refused_with_the_item_path(augmentations, match):
     with pytest.raises((ValueError, TypeError), match=match):
         Augmentation(augmentations)
+
+
+def test_numpy_values_are_taken_and_kept_as_builtins():
+    # Keras refused an np.float32 factor ("Received: factor=0.25 ... should be in the range [-1, 1]"),
+    # and a spec holding an np.float64 one could not be written as YAML.
+    layer = Augmentation([{"rotate": np.float32(0.25)}, {"contrast": np.array([0.125, 0.25])}],
+                         value_range=np.array([0.0, 1.0]), seed=0)
+    assert layer.get_config()["augmentations"] == [{"rotate": 0.25}, {"contrast": [0.125, 0.25]}]
+    assert layer.get_config()["value_range"] == [0.0, 1.0]
+    spec = tfcv.ModelSpec.from_dict({"input_shape": [8, 8, 1], "num_classes": 3,
+                                     "augmentation": [{"rotate": np.float64(0.125)}]})
+    assert tfcv.ModelSpec.from_yaml(spec.to_yaml()) == spec
 
 
 def test_rgb_only_augmentation_refuses_grayscale_images():

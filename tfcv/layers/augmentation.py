@@ -245,6 +245,7 @@ def check_augmentations(
             raise invalid_value(where, f"Received: {item!r}. Expected a one-key dict {{name: value}} with a name "
                                 f"in {sorted(_KINDS) + list(_BATCH_MIXING)}.", TypeError)
         name, value = next(iter(item.items()))
+        value = _builtins(value)
         if name in _BATCH_MIXING:
             if not allow_batch_mixing:
                 raise invalid_value(where, f"{name!r} mixes labels as well as images, so it cannot run inside a "
@@ -261,7 +262,7 @@ def check_augmentations(
             # A throwaway layer checks the arguments; seed=0 keeps Python's
             # global random state (Keras' default seed source) untouched.
             _make_layer({name: value}, value_range=(0.0, 1.0), seed=0, name=name, path=f"{where}.{name}")
-        checked.append({name: copy.deepcopy(value)})
+        checked.append({name: value})
     return checked
 
 
@@ -297,6 +298,19 @@ def _make_layer(item, *, value_range, seed, name, path=None):
                             f"{error}", type(error)) from None
 
 
+def _builtins(value):
+    """A copy of an item's value with NumPy scalars and arrays as Python
+    numbers and lists: Keras' layers refuse `np.float32` factors, and the
+    layer's config and a spec's YAML need builtins."""
+    if isinstance(value, Mapping):
+        return {k: _builtins(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_builtins(v) for v in value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return copy.deepcopy(value)
+
+
 def _plain(value):
     if isinstance(value, list):
         return tuple(value)
@@ -304,6 +318,8 @@ def _plain(value):
 
 
 def _check_value_range(value_range) -> tuple[float, float]:
+    if isinstance(value_range, np.ndarray):
+        value_range = value_range.tolist()
     if (
         isinstance(value_range, (str, bytes))
         or not isinstance(value_range, Sequence)
