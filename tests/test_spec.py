@@ -227,6 +227,15 @@ def test_numpy_values_are_stored_as_builtins():
     block = ConvBlock(filters=np.int64(8), residual=np.True_, dropout=np.float32(0.5))
     assert type(block.filters) is int and block.residual is True and type(block.dropout) is float
     yaml.safe_dump(ModelSpec.from_dict({**MINIMAL, "backbone": {"blocks": [block]}}).to_dict())
+    # Mappings kept as given held NumPy values: Keras refused the np.float32 momentum, YAML all three.
+    spec = ModelSpec.from_dict({
+        **MINIMAL,
+        "preprocessing": {"normalization": {"mean": np.array([0.5], "float32"), "variance": np.array([0.25])}},
+        "backbone": {"application": "MobileNetV3Small", "options": {"alpha": np.float32(0.75)}},
+        "training": {"optimizer": {"name": "sgd", "momentum": np.float32(0.5)}},
+    })
+    assert ModelSpec.from_yaml(spec.to_yaml()) == spec
+    assert spec.training.optimizer["momentum"] == 0.5 and type(spec.backbone.options["alpha"]) is float
 
 
 def test_spec_names_stay_importable_from_the_builder():

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 
 import keras
+import numpy as np
 
 from tfcv import _checks
 
@@ -134,7 +135,11 @@ def check_int_or_pair(path, value, *, minimum=1):
 
 
 def freeze(value):
-    """Lists to tuples, recursively, and a private copy of every dict."""
+    """Lists to tuples, recursively, a private copy of every dict, and NumPy
+    scalars and arrays as Python numbers and tuples (Keras refuses an
+    `np.float32` momentum, YAML cannot write one)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return freeze(value.tolist())
     if isinstance(value, Mapping):
         return {k: freeze(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

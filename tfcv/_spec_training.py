@@ -77,7 +77,7 @@ class Training:
     label_smoothing: float = 0.0
 
     def __post_init__(self):
-        optimizer = self.optimizer
+        optimizer = freeze(self.optimizer)
         if isinstance(optimizer, Mapping):
             if "name" not in optimizer:
                 raise SpecValueError("optimizer.name", "An optimizer mapping needs a `name` such as 'sgd'.",
@@ -95,7 +95,7 @@ class Training:
             if key not in accepted:
                 raise SpecValueError(f"optimizer.{key}", f"{cls.__name__} accepts {accepted}.",
                                       lead="Unknown key")
-        _set(self, "optimizer", freeze(optimizer))
+        _set(self, "optimizer", optimizer)
         _set(self, "learning_rate", check_real("learning_rate", self.learning_rate, low=0.0))
         if self.learning_rate == 0:
             raise invalid("learning_rate", self.learning_rate, "a number > 0")

@@ -119,6 +119,7 @@ class Preprocessing:
             _set(self, "resizing", tuple(check_int(f"resizing[{i}]", v, minimum=1) for i, v in enumerate(value)))
         value = self.normalization
         if isinstance(value, Mapping):
+            value = freeze(value)
             if set(value) != {"mean", "variance"}:
                 raise invalid("normalization", dict(value), "true, false or {mean: [...], variance: [...]}")
             for key in ("mean", "variance"):
