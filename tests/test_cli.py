@@ -288,3 +288,14 @@ def test_bad_test_size_is_a_clear_error(tmp_path, capsys):
     code, err = tfcv_in_process(capsys, "run", "--test-size", "1.5", "--run-dir", str(tmp_path / "r"))
     assert code == 2
     assert "test_size=1.5" in err and "between 0 and 1" in err
+
+
+@pytest.mark.parametrize("command, hint", [("run", "; run the same command again to resume."), ("export", ".")])
+def test_ctrl_c_says_resume_only_for_a_run(capsys, command, hint):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    import argparse
+
+    assert cli._handle(argparse.Namespace(command=command, handler=interrupted)) == 130
+    assert capsys.readouterr().err == f"\ntfcv {command}: interrupted{hint}\n"

@@ -583,7 +583,10 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"tfcv {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ntfcv {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
+        # Only a run has a run directory to resume from; an export removes its
+        # unpublished version, and the other commands write nothing.
+        hint = "; run the same command again to resume" if args.command == "run" else ""
+        print(f"\ntfcv {args.command}: interrupted{hint}.", file=sys.stderr)
         return 130
 
 
