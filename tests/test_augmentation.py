@@ -181,6 +181,20 @@ def test_numpy_values_are_taken_and_kept_as_builtins():
     assert tfcv.ModelSpec.from_yaml(spec.to_yaml()) == spec
 
 
+@pytest.mark.parametrize("make", [
+    lambda seed: Augmentation([{"rotate": 0.1}], seed=seed),
+    lambda seed: RandomResizedCrop(0.5, seed=seed),
+    lambda seed: BatchMixer(mixup=0.2, seed=seed),
+])
+def test_seeds_are_ints_numpy_ints_included(make):
+    # RandomResizedCrop handed its seed to Keras' SeedGenerator, which refused np.int64(3) as "must be
+    # an integer. Received: seed=3"; BatchMixer to NumPy, which raised its own TypeError for 'x'.
+    config = make(np.int64(3)).get_config()
+    assert config["seed"] == 3 and type(config["seed"]) is int
+    with pytest.raises(TypeError, match=r"Invalid value for argument `seed`\. Received: seed='x'\. Expected an int"):
+        make("x")
+
+
 def test_rgb_only_augmentation_refuses_grayscale_images():
     with pytest.raises(ValueError, match="3 channels"):
         Augmentation([{"hue": 0.1}])(images(channels=1), training=True)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcv.layers._errors import invalid_value
+from tfcv.layers._errors import check_seed, invalid_value
 from tfcv.layers.mixing import check_mixing_value
 from tfcv.layers.random_resized_crop import RandomResizedCrop
 from tfcv.layers.randomized import augmentation_randomized
@@ -151,9 +151,7 @@ class Augmentation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.augmentations = check_augmentations(augmentations)
         self.value_range = _check_value_range(value_range)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"Invalid value for argument `seed`. Received: seed={seed!r}. Expected an int or None.")
-        self.seed = None if seed is None else int(seed)
+        self.seed = check_seed(seed)
         names = [next(iter(item)) for item in self.augmentations]
         self.augmentation_layers = [
             _make_layer(

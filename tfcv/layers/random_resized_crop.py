@@ -7,6 +7,8 @@ import numbers
 import keras
 from keras import ops
 
+from tfcv.layers._errors import check_seed
+
 __all__ = ["RandomResizedCrop"]
 
 _INTERPOLATIONS = ("bilinear", "nearest")
@@ -60,8 +62,8 @@ class RandomResizedCrop(keras.layers.Layer):
                 f"Expected one of {_INTERPOLATIONS}."
             )
         self.interpolation = interpolation
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = check_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def call(self, images, training=None):
         # Unlike Keras' Random* layers, no `training` means inference: a
