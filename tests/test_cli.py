@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 import tfcv
@@ -288,6 +289,17 @@ def test_bad_test_size_is_a_clear_error(tmp_path, capsys):
     code, err = tfcv_in_process(capsys, "run", "--test-size", "1.5", "--run-dir", str(tmp_path / "r"))
     assert code == 2
     assert "test_size=1.5" in err and "between 0 and 1" in err
+
+
+@pytest.mark.parametrize(("y", "message"), [
+    (np.linspace(0, 1, 40), "are not class labels (dtype float64, shape (40,), 40 distinct values)"),
+    (np.zeros(40, "int64"), "hold a single class (0); a classifier needs at least two"),
+])
+def test_npz_labels_the_reference_model_cannot_classify_are_a_clear_error(tmp_path, capsys, y, message):
+    # They used to build a 40-class model for 40 regression targets, or fail on `num_classes=1`.
+    np.savez(tmp_path / "d.npz", x=np.zeros((40, 8, 8, 1), "float32"), y=y)
+    code, err = tfcv_in_process(capsys, "run", "--data", str(tmp_path / "d.npz"), "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and message in err and "d.npz" in err and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command, hint", [("run", "; run the same command again to resume."), ("export", ".")])

@@ -169,6 +169,31 @@ def _build_fn(config: dict, input_shape, num_classes, kind="image"):
     return ModelBuilder(ModelSpec.from_dict(spec))
 
 
+def _num_classes(config: dict, data, y) -> int | None:
+    """The classes a model made for the data outputs: the data's own count,
+    else counted from `y` (one-hot rows by their width)."""
+    import numpy as np
+
+    from tfcv.folds import class_labels, is_classification_target
+
+    if y is None:
+        return data.num_classes
+    y = np.asarray(y)
+    if (config.get("model") or {}).get("task") == "regression":
+        return None
+    if not is_classification_target(y):
+        raise CLIError(
+            f"the labels of {data.description} are not class labels (dtype {y.dtype}, shape {y.shape}, "
+            f"{len(np.unique(y))} distinct values): tfcv run's ready-made models classify. Pass integer or string "
+            "labels (or one-hot rows), or a `model:` section with `task: regression`"
+        )
+    labels = np.unique(class_labels(y))
+    if len(labels) < 2:
+        raise CLIError(f"the labels of {data.description} hold a single class ({labels[0].item()!r}); a classifier needs "
+                       "at least two")
+    return int(y.shape[1]) if y.ndim == 2 and y.shape[1] > 1 else data.num_classes or len(labels)
+
+
 def _run_command(args: argparse.Namespace) -> int:
     config = resolve_run_config(args)
     from tfcv._parallel import joblib_backend
@@ -190,7 +215,7 @@ def _run_command(args: argparse.Namespace) -> int:
         if not isinstance(x, np.ndarray):
             raise CLIError(f"--test-size needs in-memory data (digits, .npz or .csv), not {data.description}")
         x, x_test, y, y_test = holdout_split(x, y, test_size=config["test_size"], seed=config["seed"])
-    build_fn = _build_fn(config, data.input_shape, data.num_classes or len(np.unique(y)), data.kind)
+    build_fn = _build_fn(config, data.input_shape, _num_classes(config, data, y), data.kind)
     cv = CrossValidator(build_fn, folds=folds or config["folds"], seed=config["seed"], strategy=config["strategy"])
     print(
         f"tfcv run: {data.description}, {config['folds']} folds x {config['epochs']} epochs, "
