@@ -545,6 +545,9 @@ class ModelSpec:
             raise invalid("training.label_smoothing", self.training.label_smoothing, "0 for regression")
         if not isinstance(self.name, str) or not self.name:
             raise invalid("name", self.name, "a non-empty string", SpecTypeError)
+        if "/" in self.name:
+            # Keras refuses it when the model is built: '/' separates scopes in its names.
+            raise invalid("name", self.name, "a model name without '/'")
 
     # -- conversions -----------------------------------------------------
 
