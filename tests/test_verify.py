@@ -93,3 +93,16 @@ def test_verify_names_a_defective_warmup_file_or_metadata(ensemble_bundle, tmp_p
     with pytest.raises(BundleError, match="tfcv.json does not declare the expected signature 'predict_folds'"):
         export.verify(broken, fresh_process=False)
 
+
+def test_verify_names_missing_or_truncated_variables_in_one_line(ensemble_bundle, tmp_path):
+    broken = tmp_path / "1"
+    shutil.copytree(ensemble_bundle, broken)
+    data = next((broken / "variables").glob("variables.data-*"))
+    os.truncate(data, 100)
+    with pytest.raises(BundleError, match=r"tf\.saved_model\.load failed: ") as failed:
+        export.verify(broken, fresh_process=False)
+    assert "\n" not in str(failed.value)
+    os.remove(broken / bundle.VARIABLES_INDEX)
+    with pytest.raises(BundleError, match=r"variables/variables\.index is missing, so the variables cannot be restored\.$"):
+        export.verify(broken, fresh_process=False)
+

@@ -68,6 +68,8 @@ METADATA_FILE = "tfcv.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_PATH = os.path.join(ASSETS_EXTRA, METADATA_FILE)
 WARMUP_PATH = os.path.join(ASSETS_EXTRA, WARMUP_FILE)
+# Written by every TF2 SavedModel, with or without variables.
+VARIABLES_INDEX = os.path.join("variables", "variables.index")
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # TF Serving refuses to load a model with more warmup records than this.
 MAX_WARMUP_RECORDS = 1000
@@ -188,7 +190,7 @@ def version_fingerprint(version_dir: str | os.PathLike) -> tuple:
     """Stamps of the files a server loads from `version_dir`; they change
     when the version is published again, so a failed version is retried."""
     stamps = []
-    for name in (*SAVED_MODEL_FILES, os.path.join("variables", "variables.index"), WARMUP_PATH):
+    for name in (*SAVED_MODEL_FILES, VARIABLES_INDEX, WARMUP_PATH):
         try:
             stat = os.stat(os.path.join(os.fspath(version_dir), name))
         except OSError:

@@ -96,10 +96,13 @@ def check_bundle(version_dir: str, *, loaded=None) -> dict:
             _compare_specs(version_dir, name, kind, declared[name][kind], found[kind])
 
     if loaded is None:
+        if not os.path.isfile(os.path.join(version_dir, bundle.VARIABLES_INDEX)):
+            # TensorFlow would blame the device ("You may be trying to load on a different device").
+            raise BundleError(f"{version_dir}: {bundle.VARIABLES_INDEX} is missing, so the variables cannot be restored.")
         try:
             loaded = tf.saved_model.load(version_dir, tags=[bundle.SERVE_TAG])
         except Exception as error:  # noqa: BLE001 - any load failure is the bundle's defect
-            raise BundleError(f"{version_dir}: tf.saved_model.load failed: {error}") from error
+            raise BundleError(f"{version_dir}: tf.saved_model.load failed: {' '.join(str(error).split())}") from error
     for name in expected:
         if name not in loaded.signatures:
             raise BundleError(f"{version_dir}: the loaded bundle has no signature {name!r}.")
