@@ -204,6 +204,10 @@ def test_repr_shows_what_differs_from_the_defaults():
     ({"input_shape": [8, 8]}, TypeError, r"`input_shape`"),
     ({"extra": 1}, ValueError, r"Unknown key `extra`"),
     ({"name": "digits/v1"}, ValueError, r"`name`.*'digits/v1'.*without '/'"),
+    ({"num_classes": 2, "training": {"loss": "categorical_crossentropy"}}, ValueError,
+     r"`training\.loss`.*'categorical_crossentropy'.*one sigmoid unit"),
+    ({"num_classes": 2, "training": {"loss": "SparseCategoricalCrossentropy"}}, ValueError,
+     r"`training\.loss`.*'SparseCategoricalCrossentropy'.*one sigmoid unit"),
 ])
 def test_invalid_specs_name_the_key_path_the_value_and_what_is_accepted(changes, error, match):
     with pytest.raises(error, match=match) as caught:

@@ -541,6 +541,13 @@ class ModelSpec:
         if self.backbone.fine_tune is not None and self.training.schedule is not None:
             raise invalid("training.schedule", dict(self.training.schedule),
                            "null with backbone.fine_tune, whose phase 2 scales the constant learning rate")
+        if (self.task == "classification" and self.num_classes == 2
+                and "categorical" in self.training.loss.replace("_", "").lower()):
+            # One sigmoid unit: a categorical cross-entropy normalizes it to 1 (the loss is always 0 and
+            # nothing trains), a sparse one finds label 1 out of range.
+            raise invalid("training.loss", self.training.loss, "'auto', 'binary_crossentropy' or another loss for "
+                          "the one sigmoid unit that num_classes: 2 builds (P(class 1)); for one unit per class, "
+                          "categorical losses need num_classes >= 3")
         if self.training.label_smoothing and self.task != "classification":
             raise invalid("training.label_smoothing", self.training.label_smoothing, "0 for regression")
         if not isinstance(self.name, str) or not self.name:
