@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tfcv
-from tfcv.models import ReferenceCNN
+from tfcv.models import ReferenceCNN, TextClassifier
 
 
 def test_reference_cnn_has_one_block_per_filters_entry_and_pools_while_larger_than_2x2():
@@ -32,6 +32,9 @@ def test_reference_cnn_has_one_block_per_filters_entry_and_pools_while_larger_th
         ({"filters": 32}, "filters=32"),
         ({"filters": (16, 2.5)}, r"filters=\(16, 2.5\)"),
         ({"input_shape": (8, 8)}, r"input_shape=\(8, 8\)"),
+        ({"input_shape": (8.5, 8, 1)}, r"input_shape=\(8\.5, 8, 1\). Expected \(height, width, channels\)"),
+        ({"input_shape": (0, 8, 1)}, r"input_shape=\(0, 8, 1\)"),
+        ({"learning_rate": -1.0}, r"learning_rate=-1\.0. Expected a number >= 0"),
         ({"num_classes": 1}, "num_classes=1. Expected an int >= 2"),
         ({"num_classes": 2.5}, "num_classes=2.5"),
     ],
@@ -48,3 +51,18 @@ def test_reference_cnn_build_fn_pickles_and_builds_a_compiled_model():
     assert isinstance(model, keras.Model) and model.compiled
     assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
     assert build_fn() is not model
+
+
+@pytest.mark.parametrize("make, error, match", [
+    # The build_fns coerced with int(): 10.9 classes became 10, silently.
+    (lambda: ReferenceCNN((8, 8, 1), 10.9), ValueError, r"num_classes=10\.9"),
+    (lambda: ReferenceCNN((8.5, 8, 1), 10), ValueError, r"input_shape=\(8\.5, 8, 1\)"),
+    (lambda: TextClassifier(2.7), ValueError, r"num_classes=2\.7"),
+    # Unknown options failed in every fold's build, dropout and learning_rate inside Keras.
+    (lambda: TextClassifier(2, max_token=50), TypeError, r"\['max_token'\] for TextClassifier.*'max_tokens'"),
+    (lambda: tfcv.models.text_classifier(2, dropout=1.5), ValueError, r"dropout=1\.5. Expected a number >= 0"),
+    (lambda: tfcv.models.text_classifier(2, learning_rate=0), ValueError, r"learning_rate=0. Expected a number > 0"),
+])
+def test_build_fns_check_their_arguments_when_made(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
