@@ -367,6 +367,19 @@ def test_evaluate_a_version_directory_scores_what_is_served(calibrated_bundle, h
 # ------------------------------------------------------------- tfcv evaluate
 
 
+def test_evaluate_refuses_data_that_does_not_fit_the_bundle_by_name(calibrated_bundle):
+    # A (n, 64) batch made TensorFlow abort the whole process; a label beyond the classes failed deep in the scoring.
+    x = np.zeros((3, 8, 8, 1), "float32")
+    for data, message in (
+        ((np.zeros((3, 64), "float32"), [0, 1, 2]), r"x of shape \(3, 64\). Expected shape \(None, 8, 8, 1\)"),
+        ((x, [0, 1, 12]), r"y of dtype int64 with values in \[0, 12\]. Expected class indices 0..9"),
+        ((x, [0, 1]), r"y of shape \(2,\). Expected one label per row of x, shape \(3,\)"),
+        ((x, ["a", "1", "b"]), r"labels \['a', 'b'\] that are not class names"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            uncertainty.evaluate(calibrated_bundle[0], data[0], np.array(data[1]), shifts=())
+
+
 def test_tfcv_evaluate_on_a_runs_test_set_or_on_data(calibrated_bundle, cv_result, held_out, tmp_path, capsys):
     from tfcv import cli
     from tfcv._run_dir import save_test_set

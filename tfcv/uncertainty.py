@@ -241,6 +241,41 @@ def _call(loaded, signature, name, x, batch_size):
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
+def _check_data(x: np.ndarray, y: np.ndarray, meta: dict, version_dir: str) -> np.ndarray:
+    """`y` as class indices, once `x` fits the bundle's input and `y` its
+    classes (TensorFlow would abort the process on some wrong shapes, and a
+    label beyond the classes fails deep in the scoring)."""
+    shape = meta["input_spec"]["shape"]
+    if x.ndim != len(shape) or any(want is not None and got != want for got, want in zip(x.shape[1:], shape[1:])):
+        raise ValueError(
+            f"Invalid value for argument `x`. Received: x of shape {x.shape}. Expected shape "
+            f"{tuple(shape)} (None: any size), the input of {version_dir!r}."
+        )
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(
+            f"Invalid value for argument `y`. Received: y of shape {y.shape}. Expected one label per row of x, "
+            f"shape ({len(x)},)."
+        )
+    names = [str(name) for name in meta.get("class_names") or ()]
+    if not names:
+        return y
+    if y.dtype.kind in "USO":
+        unknown = sorted({str(label) for label in y} - set(names))
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `y`. Received labels {unknown[:5]} that are not class names of "
+                f"{version_dir!r}. Expected class indices 0..{len(names) - 1} or names from {names}."
+            )
+        return np.array([names.index(str(label)) for label in y])
+    if y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < len(names)):
+        raise ValueError(
+            f"Invalid value for argument `y`. Received: y of dtype {y.dtype} with values in "
+            f"[{y.min() if len(y) else ''}, {y.max() if len(y) else ''}]. Expected class indices 0..{len(names) - 1} "
+            f"of {version_dir!r} (or names from {names})."
+        )
+    return y
+
+
 def _bundle_contenders(version_dir: str, label: str | None = None) -> tuple[list, dict]:
     """`(contenders, metadata)` of one bundle: `(name, fn(x) -> (probabilities, sets or None))`."""
     import tensorflow as tf
@@ -337,6 +372,10 @@ def evaluate(
     from tfcv.result import CVResult
 
     x, y = np.asarray(x), np.asarray(y)
+    if isinstance(source, (str, os.PathLike)):
+        from tfcv import bundle
+
+        y = _check_data(x, y, bundle.read_metadata(source), os.fspath(source))
     conditions = [("clean", 0, x)] + [
         (name, s, shift(x, name, s, value_range=value_range))
         for name, levels in parse_shifts(shifts or (), severities).items() for s in levels
