@@ -84,6 +84,13 @@ def test_bad_config_key_is_a_clear_error(tmp_path, capsys):
     code, err = tfcv_in_process(capsys, "run", str(config))
     assert code == 2 and "Traceback" not in err
     assert "bad.yaml" in err and "line 2" in err
+    # Values of the wrong type are refused before training (a quoted "no" used to refit; an export
+    # path of 5 failed once the run was over).
+    for text, message in (('refit: "no"\n', "`refit` must be true or false, got refit='no'"),
+                          ("export: 5\n", "`export` must be a path, got export=5")):
+        config.write_text(text)
+        code, err = tfcv_in_process(capsys, "run", str(config), "--run-dir", str(tmp_path / "run"))
+        assert code == 2 and message in err and not (tmp_path / "run").exists()
 
 
 def test_bad_flag_value_is_a_clear_error(tmp_path, capsys):

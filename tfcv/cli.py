@@ -144,6 +144,12 @@ def resolve_run_config(args: argparse.Namespace) -> dict:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int):
             raise CLIError(f"`{key}` must be an int, got {key}={value!r}")
+    # Checked before training: `bool("no")` would refit, and an export path only fails after the run.
+    if not isinstance(config["refit"], bool):
+        raise CLIError(f"`refit` must be true or false, got refit={config['refit']!r}")
+    for key in ("run_dir", "export"):
+        if config[key] is not None and not isinstance(config[key], str):
+            raise CLIError(f"`{key}` must be a path, got {key}={config[key]!r}")
     if config["strategy"] not in STRATEGIES:
         raise CLIError(f"`strategy` must be one of {list(STRATEGIES)}, got strategy={config['strategy']!r}")
     if config["run_dir"] is None:
