@@ -107,6 +107,28 @@ def test_one_hot_labels_must_be_as_wide_as_the_output(tiny_xy, tmp_path):
     refused(tmp_path, categorical, x, y, ValueError, r"Expected one-hot rows of width 10.*to_categorical\(y, 10\)")
 
 
+@pytest.mark.parametrize("loss", ["mse", "hinge", "kl_divergence", "binary_crossentropy",
+                                  keras.losses.MeanSquaredError(), keras.losses.poisson])
+def test_class_indices_are_refused_by_every_keras_loss_that_compares_them_unit_by_unit(tiny_xy, tmp_path, loss):
+    # Keras' own losses other than the sparse ones compare the labels with the
+    # outputs element by element: (n,) labels failed inside the graph
+    # ("Incompatible shapes: [32] vs. [32,10]") and (n, 1) ones broadcast.
+    x, y = tiny_xy
+    build = lambda: dense_model((8, 8, 1), 10, activation="softmax", loss=loss)  # noqa: E731
+    for labels in (y, y[:, None]):
+        refused(tmp_path, build, x, labels, ValueError,
+                r"integer class labels of shape \(80,( 1)?\)\. Expected one-hot rows of width 10: the model's loss "
+                r"\(\w+\) compares the labels with its 10 output units.*to_categorical\(y, 10\)")
+    # The format it takes trains, and a loss of the user's own is trusted with class indices.
+    assert tfcv.CrossValidator(build, folds=2).fit(x, np.eye(10, dtype="float32")[y], epochs=1, verbose=0).n_folds == 2
+
+    def own_loss(labels, outputs):
+        return keras.losses.sparse_categorical_crossentropy(labels, outputs)
+
+    own = lambda: dense_model((8, 8, 1), 10, activation="softmax", loss=own_loss)  # noqa: E731
+    assert tfcv.CrossValidator(own, folds=2).fit(x, y, epochs=1, verbose=0).n_folds == 2
+
+
 # ------------------------------------------------- nothing to learn
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import keras
 import numpy as np
 
 from tfcv import _checks
@@ -231,6 +232,8 @@ def check_against_model(source, model, task: str) -> dict:
             "first (y.astype('float32') if they are numbers written as text)."
         )
     units = _units(model_output)
+    if task == "classification" and loss_kind == "regression" and view.labels.dtype.kind in "iub":
+        _check_class_indices_for_loss(view.labels, units, model)
     if task == "classification" and loss_kind != "regression":
         _check_classes(view, units, model_output, model)
         from tfcv.metrics import check_metric_labels
@@ -298,12 +301,7 @@ def _check_classes(view: DataView, units: int | None, model_output, model) -> No
         classes = np.unique(labels)
         if units is not None and classes.size:
             _check_label_range(view, classes, units, output)
-        if "sparse" not in loss and "categorical" in loss and (units or 0) > 1 and labels.size == len(labels):
-            raise ValueError(
-                f"Invalid value for argument `y`. Received: integer class labels of shape {labels.shape}. Expected "
-                f"one-hot rows of width {units}: the model's loss ({_loss_name(model)}) takes them. Pass "
-                f"keras.utils.to_categorical(y, {units}), or compile with sparse_categorical_crossentropy."
-            )
+        _check_class_indices_for_loss(labels, units, model)
     else:
         return
     if view.complete and classes.size < 2:
@@ -313,6 +311,36 @@ def _check_classes(view: DataView, units: int | None, model_output, model) -> No
             "samples. Expected at least two classes: a classifier that only ever sees one class has nothing "
             "to learn, and its scores mean nothing."
         )
+
+
+def _check_class_indices_for_loss(labels: np.ndarray, units: int | None, model) -> None:
+    """Refuses one class index per sample for several output units when the
+    loss is one of Keras' own that compares labels with outputs element by
+    element (every Keras loss but the sparse ones): categorical losses fail
+    inside the graph, and others (mse, hinge, ...) broadcast `(n, 1)` labels
+    over the units and train on nonsense. A loss of the user's own is
+    trusted."""
+    loss = _loss_name(model).lower().replace("_", "")
+    if "sparse" in loss or (units or 0) < 2 or labels.size != len(labels) or not _is_keras_loss(model):
+        return
+    raise ValueError(
+        f"Invalid value for argument `y`. Received: integer class labels of shape {labels.shape}. Expected "
+        f"one-hot rows of width {units}: the model's loss ({_loss_name(model)}) compares the labels with its "
+        f"{units} output units one by one. Pass keras.utils.to_categorical(y, {units}), or compile with "
+        "sparse_categorical_crossentropy."
+    )
+
+
+def _is_keras_loss(model) -> bool:
+    """Whether the compiled loss is one of Keras' own (by name, class or function)."""
+    loss = _single_loss(model)
+    if isinstance(loss, str):
+        try:
+            keras.losses.get(loss)
+        except (ValueError, TypeError):
+            return False
+        return True
+    return (getattr(loss, "__module__", None) or "").startswith("keras.")
 
 
 def _is_one_hot(labels: np.ndarray) -> bool:
@@ -413,12 +441,18 @@ def _units(model_output) -> int | None:
     return shape[-1] if _checks.is_int(shape[-1]) else None
 
 
-def _loss_name(model) -> str:
+def _single_loss(model):
+    """The compiled loss, unwrapped from a one-output list or dict."""
     loss = getattr(model, "loss", None)
     if isinstance(loss, (list, tuple)) and len(loss) == 1:
         loss = loss[0]
     if isinstance(loss, dict) and len(loss) == 1:
         loss = next(iter(loss.values()))
+    return loss
+
+
+def _loss_name(model) -> str:
+    loss = _single_loss(model)
     if isinstance(loss, str):
         return loss
     return getattr(loss, "__name__", None) or type(loss).__name__
