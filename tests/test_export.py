@@ -598,7 +598,8 @@ def test_cli_export_and_inspect(cv_result, tmp_path, capsys):
     assert cli.main(["export", cv_result.run_dir, "--base-path", str(base), "--version", "5", "--no-randomized"]) == 0
     assert "predict_randomized" not in export.read_signature_defs(base / "5")
     assert cli.main(["export", cv_result.run_dir, "--base-path", str(base), "--version", "5"]) == 2
-    assert "Version 5 already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Version 5 already exists" in err and "(tfcv export --overwrite)" in err
 
     assert cli.main(["inspect", str(base / "1")]) == 0
     out = capsys.readouterr().out

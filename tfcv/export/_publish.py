@@ -386,7 +386,7 @@ def _choose_version(base_path: str, version: Any, overwrite: bool) -> int:
     version = bundle.check_version(version)
     if os.path.exists(os.path.join(base_path, str(version))) and not overwrite:
         raise FileExistsError(
-            f"Version {version} already exists in {base_path!r}. Pass overwrite=True to replace it, "
-            "or version=None to write the next version."
+            f"Version {version} already exists in {base_path!r}. Pass overwrite=True (tfcv export --overwrite) "
+            "to replace it, or version=None (no --version) to write the next version."
         )
     return version
