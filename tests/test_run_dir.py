@@ -195,6 +195,20 @@ def refit(run_dir, x, y, epochs=1):
     return tfcv.CrossValidator(tiny_classifier, folds=3, seed=0).fit(x, y, epochs=epochs, run_dir=run_dir, verbose=0)
 
 
+
+def test_saving_a_result_into_another_runs_directory_is_refused(finished_run, tmp_path):
+    # It used to keep the other run's folds under this result's result.json.
+    run_dir, x, y = finished_run
+    other = refit(tmp_path / "other", x, y, epochs=2)
+    before = {name: (run_dir / name).read_bytes() for name in ("result.json", "plan.json", "manifest.json")}
+    with pytest.raises(ValueError, match=r"holds a different run: epochs differs \(stored epochs=1, received epochs=2\)"):
+        other.save(run_dir)
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    # The run's own result saves into it (as tfcv run --test-size does after fit).
+    own = tfcv.CVResult.load(run_dir)
+    own.save(run_dir)
+    assert tfcv.CVResult.load(run_dir).scores == own.scores
+
 def test_incomplete_scores_are_refused_on_load_and_on_resume(finished_run):
     run_dir, x, y = finished_run
     (run_dir / "fold_1" / "scores.json").write_text("{}")

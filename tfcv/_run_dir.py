@@ -86,38 +86,12 @@ class _RunStore:
 
     def prepare(self, config: dict, plan: FoldPlan) -> None:
         _atomic.remove_leftovers(self.run_dir)
-        manifest_path = self.inside(_MANIFEST)
-        plan_path = self.inside(_PLAN)
-        if os.path.exists(manifest_path):
-            stored = _read_json_checked(manifest_path, "delete the run directory to start over")
-            differences = [
-                _describe_difference(key, stored.get(key), value)
-                for key, value in config.items()
-                if _normalize_json(stored.get(key)) != _normalize_json(value)
-                # Manifests written before the strategy was recorded resume as they did.
-                and not (key in _RECORDED_LATER and key not in stored)
-            ]
-            if os.path.exists(plan_path) and FoldPlan.load(plan_path) != plan:
-                differences.append("the fold plan differs from the one stored")
-            if differences:
-                raise ValueError(
-                    f"Run directory {self.run_dir!r} holds a different run: "
-                    + "; ".join(differences)
-                    + ". Refusing to mix results: use a new run_dir, or delete this one to start over."
-                )
-        else:
-            orphans = _fold_dirs(self.run_dir)
-            if orphans:
-                raise ValueError(
-                    f"Run directory {self.run_dir!r} holds {', '.join(orphans)} but no {_MANIFEST}, so tfcv cannot "
-                    "check that they belong to this run and never adopts them. Delete them (or use a new run_dir) "
-                    "to start over."
-                )
+        if not _check_same_run(self.run_dir, plan, lambda stored: config):
             from tfcv import __version__
 
-            _atomic.write_json(manifest_path, {**config, "tfcv_version": __version__})
-        if not os.path.exists(plan_path):
-            plan.save(plan_path)
+            _atomic.write_json(self.inside(_MANIFEST), {**config, "tfcv_version": __version__})
+        if not os.path.exists(self.inside(_PLAN)):
+            plan.save(self.inside(_PLAN))
 
     def load_finished(self, plan: FoldPlan, *, task: str, seeds: list[int], epochs: int) -> dict[int, _FoldOutcome]:
         """The folds already finished, each checked against the run."""
@@ -195,6 +169,39 @@ def _inside(run_dir: str, relative: str) -> str:
                 "directory; remove the link (or use another run_dir)."
             )
     return path
+
+
+def _check_same_run(run_dir: str, plan: FoldPlan, config_of) -> bool:
+    """Refuses a run directory that holds another run than `plan` and the
+    settings `config_of(stored manifest)` (or folds without a manifest);
+    returns whether it holds a manifest."""
+    manifest_path, plan_path = _inside(run_dir, _MANIFEST), _inside(run_dir, _PLAN)
+    if not os.path.exists(manifest_path):
+        orphans = _fold_dirs(run_dir)
+        if orphans:
+            raise ValueError(
+                f"Run directory {run_dir!r} holds {', '.join(orphans)} but no {_MANIFEST}, so tfcv cannot "
+                "check that they belong to this run and never adopts them. Delete them (or use a new run_dir) "
+                "to start over."
+            )
+        return False
+    stored = _read_json_checked(manifest_path, "delete the run directory to start over")
+    differences = [
+        _describe_difference(key, stored.get(key), value)
+        for key, value in config_of(stored).items()
+        if _normalize_json(stored.get(key)) != _normalize_json(value)
+        # Manifests written before the strategy was recorded resume as they did.
+        and not (key in _RECORDED_LATER and key not in stored)
+    ]
+    if os.path.exists(plan_path) and FoldPlan.load(plan_path) != plan:
+        differences.append("the fold plan differs from the one stored")
+    if differences:
+        raise ValueError(
+            f"Run directory {run_dir!r} holds a different run: "
+            + "; ".join(differences)
+            + ". Refusing to mix results: use a new run_dir, or delete this one to start over."
+        )
+    return True
 
 
 def _fold_dirs(run_dir: str) -> list[str]:
@@ -319,23 +326,25 @@ def load_model_safely(path) -> keras.Model:
 def save_result(result: CVResult, run_dir: str | os.PathLike) -> str:
     """`CVResult.save`: writes every fold not already present, the plan, the
     manifest (if absent) and the summary."""
-    run_dir = os.path.abspath(os.fspath(run_dir))
-    os.makedirs(run_dir, exist_ok=True)
-    plan_path = os.path.join(run_dir, _PLAN)
-    if not os.path.exists(plan_path) or FoldPlan.load(plan_path) != result.plan:
-        result.plan.save(plan_path)
-    if not os.path.exists(os.path.join(run_dir, _MANIFEST)):
-        _atomic.write_json(os.path.join(run_dir, _MANIFEST), result.info)
-    for k in range(result.n_folds):
-        path = fold_dir(run_dir, k)
-        if not os.path.isdir(path):
-            outcome = _FoldOutcome(
-                result.models[k], {n: v[k] for n, v in result.scores.items()}, result.val_predictions[k],
-                history=result.histories[k], info={**result.fold_info[k], "fold": k},
-                val_targets=None if result.val_targets is None else result.val_targets[k],
-            )
-            _save_fold(path, outcome)
-    write_summary(result, run_dir)
+    with _RunStore(run_dir) as store:
+        run_dir = store.run_dir
+        # The folds present are this run's (the directory may be the one `fit` wrote): another run's
+        # would be kept under this result's summary.
+        if not _check_same_run(run_dir, result.plan, lambda stored: {
+                key: result.info.get(key) for key in stored if key != "tfcv_version"}):
+            _atomic.write_json(store.inside(_MANIFEST), result.info)
+        if not os.path.exists(store.inside(_PLAN)):
+            result.plan.save(store.inside(_PLAN))
+        for k in range(result.n_folds):
+            path = store.inside(f"fold_{k}")
+            if not os.path.isdir(path):
+                outcome = _FoldOutcome(
+                    result.models[k], {n: v[k] for n, v in result.scores.items()}, result.val_predictions[k],
+                    history=result.histories[k], info={**result.fold_info[k], "fold": k},
+                    val_targets=None if result.val_targets is None else result.val_targets[k],
+                )
+                _save_fold(path, outcome)
+        write_summary(result, run_dir)
     return run_dir
 
 
