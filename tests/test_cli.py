@@ -318,3 +318,13 @@ def test_ctrl_c_says_resume_only_for_a_run(capsys, command, hint):
 
     assert cli._handle(argparse.Namespace(command=command, handler=interrupted)) == 130
     assert capsys.readouterr().err == f"\ntfcv {command}: interrupted{hint}\n"
+
+
+def test_ctrl_c_while_tensorflow_starts_is_one_line(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "start_tensorflow", interrupted)
+    assert cli.main(["inspect", "nowhere"]) == 130
+    assert capsys.readouterr().err == "\ntfcv inspect: interrupted.\n"
+

@@ -586,7 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # Every command trains, loads or serves models.
-    start_tensorflow()
+    try:
+        start_tensorflow()
+    except KeyboardInterrupt:  # Ctrl-C while TensorFlow imports (seconds): one line, not its import traceback
+        return _interrupted(args.command)
     with warnings.catch_warnings():
         # A warning for a person at a terminal is one line, not Python's two
         # (catch_warnings puts Python's own display back afterwards).
@@ -614,11 +617,15 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"tfcv {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        # Only a run has a run directory to resume from; an export removes its
-        # unpublished version, and the other commands write nothing.
-        hint = "; run the same command again to resume" if args.command == "run" else ""
-        print(f"\ntfcv {args.command}: interrupted{hint}.", file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
+
+
+def _interrupted(command: str) -> int:
+    # Only a run has a run directory to resume from; an export removes its
+    # unpublished version, and the other commands write nothing.
+    hint = "; run the same command again to resume" if command == "run" else ""
+    print(f"\ntfcv {command}: interrupted{hint}.", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":
