@@ -115,7 +115,7 @@ def _adapt_recursive(model, data, batch_size, adapted):
         reaching = _compat.call_input(layer)
         if reaching is not model.inputs[0]:
             probe = keras.Model(model.inputs, reaching)
-            feed = np.asarray(probe.predict(_batched(data, batch_size), verbose=0))
+            feed = np.asarray(probe.predict(array_batches(data, batch_size), verbose=0))
         if needs_adapt(layer):
             if "batch_size" in inspect.signature(layer.adapt).parameters:
                 layer.adapt(feed, batch_size=batch_size)
@@ -127,14 +127,28 @@ def _adapt_recursive(model, data, batch_size, adapted):
 
 
 def _batched(data, batch_size):
-    """Arrays of strings as a batched `tf.data.Dataset` (Keras' `predict`
-    and the lookups' `adapt` do not take NumPy string arrays); anything else
-    as it is."""
+    """Arrays of strings as a batched `tf.data.Dataset` (the lookups'
+    `adapt` does not take NumPy string arrays); anything else as it is."""
     if isinstance(data, np.ndarray) and data.dtype.kind in "USO":
-        import tensorflow as tf
-
-        return tf.data.Dataset.from_tensor_slices(data.astype(str) if data.dtype.kind == "U" else data).batch(batch_size)
+        return array_batches(data, batch_size)
     return data
+
+
+def array_batches(data, batch_size: int):
+    """A NumPy array as a batched `tf.data.Dataset`, for Keras' `predict`;
+    anything else as it is.
+
+    Keras' `predict` does not take NumPy string arrays, and feeds other
+    arrays through a parallel `map` that tf.data rewrites into a sequential
+    one under op determinism (tfcv's default), with TensorFlow logging an
+    E-level "NodeDef mentions attribute use_unbounded_threadpool" line to
+    stderr each time.
+    """
+    if not isinstance(data, np.ndarray):
+        return data
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(data.astype(str) if data.dtype.kind == "U" else data).batch(batch_size)
 
 
 def _refuse_unknown_adaptable(model) -> None:

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from tfcv.metrics import score_predictions
+from tfcv.preprocessing import array_batches
 
 __all__ = ["CVResult"]
 
@@ -216,7 +217,7 @@ class CVResult:
 
     def predict(self, x: Any, *, batch_size: int = 256) -> np.ndarray:
         """Mean prediction of the fold models on `x`."""
-        return np.asarray(self.ensemble("mean").predict(np.asarray(x), batch_size=batch_size, verbose=0))
+        return np.asarray(self.ensemble("mean").predict(array_batches(np.asarray(x), batch_size), verbose=0))
 
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 256) -> dict[str, float]:
         """Scores the mean fold ensemble on held-out data, stores the scores
