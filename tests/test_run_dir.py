@@ -17,7 +17,7 @@ import pytest
 
 import tfcv
 from tests.conftest import tfcv_in_process, tiny_classifier
-from tfcv._run_dir import load_test_set, save_test_set
+from tfcv._run_dir import _DirectoryLock, load_test_set, save_test_set
 from tfcv.layers import BatchMixer
 from tfcv.metrics import ClassAccuracy, ClassCrossentropy
 
@@ -329,6 +329,14 @@ def test_the_kept_test_set_is_read_back_with_checks(finished_run):
     got_x, got_y = load_test_set(run_dir)
     np.testing.assert_array_equal(got_x, x[:10])
     np.testing.assert_array_equal(got_y, y[:10])
+    # Written under the directory's lock: a run holding it keeps its test set.
+    holder = _DirectoryLock(os.path.realpath(run_dir))
+    try:
+        with pytest.raises(RuntimeError, match=rf"in use by another tfcv run \(pid {os.getpid()}\)"):
+            save_test_set(run_dir, x[10:20], y[10:20])
+    finally:
+        holder.release()
+    np.testing.assert_array_equal(load_test_set(run_dir)[0], x[:10])
     path = run_dir / "test_set.npz"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"test_set\.npz cannot be read .*--test-size"):

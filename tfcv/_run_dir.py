@@ -366,14 +366,16 @@ def write_summary(result: CVResult, run_dir: str) -> None:
 
 def save_test_set(run_dir: str | os.PathLike, x, y) -> str:
     """Keeps the held-out test rows of a run (`tfcv run --test-size`) in
-    `run_dir/test_set.npz`, written atomically, for `tfcv evaluate`."""
+    `run_dir/test_set.npz`, written atomically under the directory's lock,
+    for `tfcv evaluate`."""
     x, y = np.asarray(x), np.asarray(y)
     # Sentences become fixed-width unicode so that reading them back needs no pickle.
     x, y = (a.astype(str) if a.dtype == object else a for a in (x, y))
     buffer = io.BytesIO()
     np.savez(buffer, x=x, y=y)
-    path = _inside(os.path.realpath(os.fspath(run_dir)), _TEST_SET)
-    _atomic.write_bytes(path, buffer.getvalue())
+    with _RunStore(run_dir) as store:
+        path = store.inside(_TEST_SET)
+        _atomic.write_bytes(path, buffer.getvalue())
     return path
 
 
