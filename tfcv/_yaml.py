@@ -61,7 +61,26 @@ def read_yaml(path_or_text: str | os.PathLike) -> Any:
 
 def _loader():
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            # PyYAML keeps the last of two equal keys: a key written twice
+            # (`epochs: 5` ... `epochs: 50`) would silently lose one.
+            if isinstance(node, yaml.MappingNode):
+                first_line = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        line = first_line.setdefault(key, key_node.start_mark.line + 1)
+                    except TypeError:  # an unhashable key: PyYAML's own error says so
+                        break
+                    if line != key_node.start_mark.line + 1:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found the key {key!r} a second time (first on line {line}); each key may appear once",
+                            key_node.start_mark,
+                        )
+            return super().construct_mapping(node, deep=deep)
 
     # YAML 1.1 (PyYAML) needs a dot in a float: without this resolver
     # `learning_rate: 1e-3` would be the string "1e-3".
