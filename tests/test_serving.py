@@ -912,6 +912,32 @@ def test_rest_and_grpc_clients_print_predictions_with_uncertainty(server, capsys
     assert [line for line in grpc_out.splitlines() if line.startswith("label ")][0].split("|")[0] == lines[0].split("|")[0]
 
 
+def _client_module(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CLIENTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_clients_say_in_one_line_what_they_cannot_reach_or_read(tmp_path, capsys):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    for name, argv in (("rest_client", ["--url", f"http://127.0.0.1:{closed}"]),
+                       ("rest_image_client", [__file__, "--url", f"http://127.0.0.1:{closed}"]),
+                       ("grpc_client", ["--target", f"127.0.0.1:{closed}"])):
+        with pytest.raises(SystemExit) as exit_info:
+            _client_module(name).main(argv)
+        message = str(exit_info.value.code)
+        assert str(closed) in message and "listening at --" in message and "\n" not in message, (name, message)
+    with pytest.raises(SystemExit) as exit_info:
+        _client_module("rest_image_client").main([str(tmp_path / "missing.png")])
+    assert exit_info.value.code == 2 and "cannot read the image file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        _client_module("rest_image_client").main([__file__, "--bundle", str(tmp_path)])
+    assert "--bundle" in str(exit_info.value.code) and "tfcv.json" in str(exit_info.value.code)
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_lines_answer_in_tf_serving_shapes(server):
     out = _run_client(["bash", os.path.join(CLIENTS, "rest_curl.sh")],

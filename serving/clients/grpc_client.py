@@ -64,13 +64,9 @@ def predict(stub, model: str, signature: str, name: str, images: np.ndarray) -> 
     return response.model_spec.version.value, outputs
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="localhost:8500", help="gRPC address (default %(default)s)")
-    parser.add_argument("--model", default="digits", help="model name (default %(default)s)")
-    parser.add_argument("--count", type=int, default=3, help="how many inputs to send (default %(default)s)")
-    args = parser.parse_args(argv)
-
+def ask(args) -> tuple[int, list, np.ndarray, dict]:
+    """The model's versions (printed), then its answers to `serving_default`
+    and `predict_randomized` for a few inputs."""
     with grpc.insecure_channel(args.target) as channel:
         status_request = get_model_status_pb2.GetModelStatusRequest()
         status_request.model_spec.name = args.model
@@ -84,8 +80,22 @@ def main(argv=None) -> int:
         images, labels = sample_inputs(shape, args.count, dtype)
         version, default = predict(stub, args.model, "serving_default", name, images)
         _, randomized = predict(stub, args.model, "predict_randomized", name, images)
-
     (probabilities,) = default.values()
+    return version, labels, probabilities, randomized
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="localhost:8500", help="gRPC address (default %(default)s)")
+    parser.add_argument("--model", default="digits", help="model name (default %(default)s)")
+    parser.add_argument("--count", type=int, default=3, help="how many inputs to send (default %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        version, labels, probabilities, randomized = ask(args)
+    except grpc.RpcError as error:
+        hint = (" Is TF Serving's gRPC API (tfcv serve or tensorflow_model_server --port) listening at --target?"
+                if error.code() == grpc.StatusCode.UNAVAILABLE else "")
+        sys.exit(f"{error.code().name} from {args.target}: {error.details()}{hint}")
     print(f"answered by version {version}")
     for i, label in enumerate(labels):
         predicted = int(np.argmax(probabilities[i]))

@@ -33,6 +33,9 @@ def call(url: str, body: dict | None = None) -> dict:
     except urllib.error.HTTPError as error:
         message = error.read().decode("utf-8", "replace")
         sys.exit(f"{error.code} from {url}: {message}")
+    except OSError as error:  # refused, unknown host, timed out (URLError is one)
+        sys.exit(f"Cannot reach {url}: {getattr(error, 'reason', error)}. Is TF Serving's REST API (tfcv serve or "
+                 "tensorflow_model_server --rest_api_port) listening at --url?")
 
 
 def input_spec(metadata: dict) -> tuple[str, list[int]]:

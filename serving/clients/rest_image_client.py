@@ -34,14 +34,22 @@ def call(url: str, body: dict) -> dict:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
         sys.exit(f"{error.code} from {url}: {error.read().decode('utf-8', 'replace')}")
+    except OSError as error:  # refused, unknown host, timed out (URLError is one)
+        sys.exit(f"Cannot reach {url}: {getattr(error, 'reason', error)}. Is TF Serving's REST API (tfcv serve or "
+                 "tensorflow_model_server --rest_api_port) listening at --url?")
 
 
 def class_names(args) -> list[str] | None:
     if args.class_names:
         return args.class_names.split(",")
     if args.bundle:
-        with open(os.path.join(args.bundle, "assets.extra", "tfcv.json"), encoding="utf-8") as f:
-            return json.load(f).get("class_names")
+        path = os.path.join(args.bundle, "assets.extra", "tfcv.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("class_names")
+        except (OSError, ValueError) as error:
+            sys.exit(f"--bundle {args.bundle}: cannot read {path} ({error}). Expected a version directory "
+                     "that tfcv exported.")
     return None
 
 
@@ -59,8 +67,11 @@ def main(argv=None) -> int:
 
     instances = []
     for path in args.images:
-        with open(path, "rb") as f:
-            instances.append({"b64": base64.b64encode(f.read()).decode("ascii")})
+        try:
+            with open(path, "rb") as f:
+                instances.append({"b64": base64.b64encode(f.read()).decode("ascii")})
+        except OSError as error:
+            parser.error(f"cannot read the image file {path!r}: {error.strerror}")
     signature = "predict_randomized_bytes" if args.randomized else "serving_bytes"
     url = f"{args.url.rstrip('/')}/v1/models/{args.model}:predict"
     predictions = call(url, {"signature_name": signature, "instances": instances})["predictions"]
