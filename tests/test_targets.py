@@ -129,6 +129,19 @@ def test_class_indices_are_refused_by_every_keras_loss_that_compares_them_unit_b
     assert tfcv.CrossValidator(own, folds=2).fit(x, y, epochs=1, verbose=0).n_folds == 2
 
 
+def test_fractional_labels_for_a_classifier_are_named_as_not_class_labels(tiny_xy, tmp_path):
+    # Read as a regression target (task="auto"), they met the softmax's 10
+    # outputs with "y with 1 values per sample ... Expected 10".
+    x, y = tiny_xy
+    refused(tmp_path, tiny_classifier, x, y + 0.5, ValueError,
+            r"y with values that are not class labels \(such as \d\.5\), read as a regression target of 1 "
+            r"value\(s\) per sample, for a model with 10 outputs and a classification loss "
+            r"\(sparse_categorical_crossentropy\)\. Expected integer class labels 0 to 9")
+    # A regression model's width mismatch keeps its own message.
+    refused(tmp_path, lambda: dense_model((8, 8, 1), 3), x, y + 0.5, ValueError,
+            r"y with 1 values per sample .*Expected 3, the model's outputs per sample")
+
+
 # ------------------------------------------------- nothing to learn
 
 

@@ -240,7 +240,7 @@ def check_against_model(source, model, task: str) -> dict:
 
         check_metric_labels(model, view.labels, where=view.where)
     elif task == "regression":
-        _check_regression_target(view, units, model_output)
+        _check_regression_target(view, units, model_output, model)
     return {"class_names": view.class_names} if view.class_names is not None else {}
 
 
@@ -384,11 +384,20 @@ def _check_label_range(view: DataView, classes: np.ndarray, units: int, output: 
     )
 
 
-def _check_regression_target(view: DataView, units: int | None, model_output) -> None:
+def _check_regression_target(view: DataView, units: int | None, model_output, model) -> None:
     labels = view.labels
     columns = labels.reshape(len(labels), -1).astype("float64")
     width = columns.shape[1]
     if units is not None and model_output is not None and len(model_output.shape) <= 2 and width != units:
+        fractional = columns[np.mod(columns, 1) != 0]
+        if _loss_kind(model) == "classification" and fractional.size:
+            raise ValueError(
+                f"Invalid value for argument `y`. Received: y with values that are not class labels (such as "
+                f"{_py(fractional[0])}), read as a regression target of {width} value(s) per sample, for a model "
+                f"with {units} outputs and a classification loss ({_loss_name(model)}). Expected integer class "
+                f"labels 0 to {units - 1}, class names, or one-hot rows of width {units}; or a regression model "
+                "and loss for this target."
+            )
         raise ValueError(
             f"Invalid value for argument `y`. Received: y with {width} values per sample (shape "
             f"{labels.shape}). Expected {units}, the model's outputs per sample (output shape "
