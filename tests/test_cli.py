@@ -309,6 +309,16 @@ def test_npz_labels_the_reference_model_cannot_classify_are_a_clear_error(tmp_pa
     assert code == 2 and message in err and "d.npz" in err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("shape", [(40, 64), (40, 8, 8)])
+def test_npz_samples_the_reference_cnn_cannot_take_are_a_clear_error(tmp_path, capsys, shape):
+    # They failed with "input_shape=(64,). Expected (height, width, channels)", a value the user never gave.
+    np.savez(tmp_path / "d.npz", x=np.zeros(shape, "float32"), y=np.arange(40) % 2)
+    code, err = tfcv_in_process(capsys, "run", "--data", str(tmp_path / "d.npz"), "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and not (tmp_path / "run").exists()
+    assert f"40 samples of shape {shape[1:]} from" in err and "d.npz" in err, err
+    assert "takes images of shape (height, width, channels)" in err and "x[..., None]" in err and "`model:`" in err
+
+
 @pytest.mark.parametrize("command, hint", [("run", "; run the same command again to resume."), ("export", ".")])
 def test_ctrl_c_says_resume_only_for_a_run(capsys, command, hint):
     def interrupted(args):

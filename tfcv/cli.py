@@ -221,6 +221,12 @@ def _run_command(args: argparse.Namespace) -> int:
         if not isinstance(x, np.ndarray):
             raise CLIError(f"--test-size needs in-memory data (digits, .npz or .csv), not {data.description}")
         x, x_test, y, y_test = holdout_split(x, y, test_size=config["test_size"], seed=config["seed"])
+    if not config.get("model") and data.kind != "text" and len(data.input_shape or ()) != 3:
+        raise CLIError(
+            f"{data.description}: the default model, the reference CNN, takes images of shape (height, width, "
+            "channels). Save x with a channel axis (x[..., None] for grey images of shape (height, width)), or "
+            "describe a model for these samples in a `model:` section of a config file"
+        )
     build_fn = _build_fn(config, data.input_shape, _num_classes(config, data, y), data.kind)
     cv = CrossValidator(build_fn, folds=folds or config["folds"], seed=config["seed"], strategy=config["strategy"])
     print(
