@@ -193,6 +193,9 @@ def test_seeds_are_ints_numpy_ints_included(make):
     assert config["seed"] == 3 and type(config["seed"]) is int
     with pytest.raises(TypeError, match=r"Invalid value for argument `seed`\. Received: seed='x'\. Expected an int"):
         make("x")
+    # One seed check for tfcv's layers and its cross-validator: what NumPy and Keras' SeedGenerator take.
+    with pytest.raises(ValueError, match=r"Received: seed=-1\. Expected an int in \[0, 2\*\*32 - 1\] or None"):
+        make(-1)
 
 
 def test_rgb_only_augmentation_refuses_grayscale_images():

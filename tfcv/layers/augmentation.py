@@ -12,7 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcv.layers._errors import check_seed, invalid_value
+from tfcv._checks import check_seed
+from tfcv.layers._errors import invalid_value
 from tfcv.layers.mixing import check_mixing_value
 from tfcv.layers.random_resized_crop import RandomResizedCrop
 from tfcv.layers.randomized import augmentation_randomized
@@ -151,7 +152,7 @@ class Augmentation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.augmentations = check_augmentations(augmentations)
         self.value_range = _check_value_range(value_range)
-        self.seed = check_seed(seed)
+        self.seed = check_seed("seed", seed, optional=True)
         names = [next(iter(item)) for item in self.augmentations]
         self.augmentation_layers = [
             _make_layer(

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcv.layers._errors import check_seed, invalid_value
+from tfcv._checks import check_seed
+from tfcv.layers._errors import invalid_value
 
 __all__ = ["BatchMixer"]
 
@@ -88,7 +89,7 @@ class BatchMixer(keras.layers.Layer):
         self.mixup = None if mixup is None else float(mixup)
         self.cutmix = cutmix if cutmix is None or isinstance(cutmix, numbers.Real) else tuple(cutmix)
         self.num_classes = None if num_classes is None else int(num_classes)
-        self.seed = check_seed(seed)
+        self.seed = check_seed("seed", seed, optional=True)
         seeds = (None, None, None) if self.seed is None else np.random.SeedSequence(self.seed).generate_state(3) % (2**31 - 1)
         self._mixup = None if mixup is None else keras.layers.MixUp(alpha=self.mixup, seed=_int(seeds[0]))
         self._cutmix = None if cutmix is None else keras.layers.CutMix(factor=self.cutmix, seed=_int(seeds[1]))

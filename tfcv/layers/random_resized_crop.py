@@ -7,7 +7,7 @@ import numbers
 import keras
 from keras import ops
 
-from tfcv.layers._errors import check_seed
+from tfcv._checks import check_seed
 
 __all__ = ["RandomResizedCrop"]
 
@@ -62,7 +62,7 @@ class RandomResizedCrop(keras.layers.Layer):
                 f"Expected one of {_INTERPOLATIONS}."
             )
         self.interpolation = interpolation
-        self.seed = check_seed(seed)
+        self.seed = check_seed("seed", seed, optional=True)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def call(self, images, training=None):
