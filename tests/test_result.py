@@ -67,15 +67,16 @@ def test_predict_and_evaluate_score_the_mean_ensemble_and_log_nothing(cv_result,
     x, y = small_digits
     capfd.readouterr()
     predictions = cv_result.predict(x[:300], batch_size=64)
+    scores = cv_result.evaluate(x[:300], y[:300])
+    # Keras' array adapter under op determinism made TensorFlow log an
+    # E-level "NodeDef mentions attribute use_unbounded_threadpool" line
+    # (once a process: checked before this test's own NumPy predict below).
+    assert "use_unbounded_threadpool" not in capfd.readouterr().err
     expected = np.mean([m.predict(x[:300], verbose=0) for m in cv_result.models], axis=0)
     np.testing.assert_allclose(predictions, expected, atol=1e-5)
-    scores = cv_result.evaluate(x[:300], y[:300])
     assert scores == cv_result.test_scores
     assert scores["accuracy"] == pytest.approx((predictions.argmax(1) == y[:300]).mean())
     assert scores["accuracy"] > 0.5
-    # Keras' array adapter under op determinism made TensorFlow log an
-    # E-level "NodeDef mentions attribute use_unbounded_threadpool" line.
-    assert "use_unbounded_threadpool" not in capfd.readouterr().err
 
 
 def test_ensembles(cv_result, small_digits, tmp_path):
