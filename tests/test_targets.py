@@ -119,14 +119,15 @@ def test_class_indices_are_refused_by_every_keras_loss_that_compares_them_unit_b
         refused(tmp_path, build, x, labels, ValueError,
                 r"integer class labels of shape \(80,( 1)?\)\. Expected one-hot rows of width 10: the model's loss "
                 r"\(\w+\) compares the labels with its 10 output units.*to_categorical\(y, 10\)")
-    # The format it takes trains, and a loss of the user's own is trusted with class indices.
-    assert tfcv.CrossValidator(build, folds=2).fit(x, np.eye(10, dtype="float32")[y], epochs=1, verbose=0).n_folds == 2
+    if loss == "mse":  # once: the format it takes trains, and a loss of the user's own is trusted
+        assert tfcv.CrossValidator(build, folds=2).fit(x, np.eye(10, dtype="float32")[y], epochs=1,
+                                                       verbose=0).n_folds == 2
 
-    def own_loss(labels, outputs):
-        return keras.losses.sparse_categorical_crossentropy(labels, outputs)
+        def own_loss(labels, outputs):
+            return keras.losses.sparse_categorical_crossentropy(labels, outputs)
 
-    own = lambda: dense_model((8, 8, 1), 10, activation="softmax", loss=own_loss)  # noqa: E731
-    assert tfcv.CrossValidator(own, folds=2).fit(x, y, epochs=1, verbose=0).n_folds == 2
+        own = lambda: dense_model((8, 8, 1), 10, activation="softmax", loss=own_loss)  # noqa: E731
+        assert tfcv.CrossValidator(own, folds=2).fit(x, y, epochs=1, verbose=0).n_folds == 2
 
 
 def test_fractional_labels_for_a_classifier_are_named_as_not_class_labels(tiny_xy, tmp_path):
