@@ -133,7 +133,7 @@ class Preprocessing:
                               "Normalization needs it): two numbers, or two lists of one number per channel")
             if any(v < 0 for v in _numbers(variance)):
                 raise invalid("normalization.variance", value["variance"], "variances >= 0")
-            _set(self, "normalization", freeze({k: value[k] for k in ("mean", "variance")}))
+            _set(self, "normalization", {k: value[k] for k in ("mean", "variance")})
         elif not isinstance(value, bool):
             raise invalid("normalization", value, "true, false or {mean: [...], variance: [...]}", SpecTypeError)
         value = self.value_range
